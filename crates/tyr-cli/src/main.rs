@@ -1,0 +1,3 @@
+//! `tyr`, the command-line interface.
+
+fn main() {}

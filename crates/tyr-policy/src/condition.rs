@@ -1,0 +1,1 @@
+//! Cedar `condition`s: syntax check and evaluation against a request's context.

@@ -1,0 +1,1 @@
+//! TLS SNI patterns (`*` wildcard, `|` alternation) and DNS domain patterns.
