@@ -1,5 +1,7 @@
 //! Validation errors with source locations and hints.
 
+use std::fmt;
+
 use crate::model::Location;
 
 /// One problem in a policy document.
@@ -13,3 +15,23 @@ pub struct PolicyError {
     /// A suggestion, e.g. "did you mean `verdict`?".
     pub hint: Option<String>,
 }
+
+impl fmt::Display for PolicyError {
+    /// `LINE:COLUMN: message[ (rule `NAME`)][; hint]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}",
+            self.location.line, self.location.column, self.message
+        )?;
+        if let Some(rule) = &self.rule {
+            write!(f, " (rule `{rule}`)")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyError {}
