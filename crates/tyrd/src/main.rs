@@ -1,6 +1,221 @@
-//! `tyrd`, the Tyr host daemon. Not built yet: the agent-plane and kernel issues fill it.
+//! `tyrd`, the Tyr host daemon: reads `/etc/tyr/tyrd.yaml`, runs the event pipeline into the
+//! on-disk spool, reports spool state. Logs go to stderr.
 
-fn main() {
-    eprintln!("tyrd: the host daemon is not implemented yet");
-    std::process::exit(2);
+use std::io::{BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use tyrd::config::{self, Config};
+use tyrd::event::Event;
+use tyrd::pipeline::aggregate::{Aggregator, DEFAULT_MAX_KEYS, DEFAULT_WINDOW};
+use tyrd::pipeline::source::{JsonLines, LineError};
+use tyrd::pipeline::spool::{self, Spool, SpoolOptions};
+use tyrd::pipeline::{Counts, Pipeline};
+
+/// Tyr host daemon.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Daemon configuration file.
+    #[arg(long, global = true, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon until SIGTERM or SIGINT.
+    Run {
+        /// Read events from a file of JSON lines instead of the kernel.
+        #[arg(long, value_name = "FILE")]
+        events_from: Option<PathBuf>,
+    },
+    /// Enroll with the server using `enrollment_token`.
+    Enroll,
+    /// Print the state of the event spool.
+    Status,
+    /// Probe the kernel and print the enforcement tier.
+    Probe,
+}
+
+/// How often the pipeline releases aggregated events and spools partial batches.
+const TICK: Duration = Duration::from_millis(250);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let name = match cli.command {
+        Command::Enroll => "enroll",
+        Command::Probe => "probe",
+        Command::Run { .. } | Command::Status => "",
+    };
+    if !name.is_empty() {
+        eprintln!("tyrd {name}: not implemented yet");
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tyrd: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Status => status(&config),
+        Command::Run { events_from } => run(&config, events_from.as_deref()),
+        Command::Enroll | Command::Probe => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tyrd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tyrd status`: the spool, read without taking it from a running daemon.
+fn status(config: &Config) -> Result<(), String> {
+    let dir = config.spool_dir();
+    let s = spool::inspect(&dir).map_err(|e| e.to_string())?;
+    println!("spool:     {}", dir.display());
+    println!("last_seq:  {}", s.last_seq);
+    println!("acked_seq: {}", s.acked_seq);
+    println!("pending:   {}", s.pending);
+    println!("bytes:     {}", s.bytes);
+    println!("segments:  {}", s.segments);
+    Ok(())
+}
+
+fn init_logging(config: &Config) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => tracing_subscriber::EnvFilter::try_new(&env)
+            .map_err(|e| format!("RUST_LOG={env:?}: {e}"))?,
+        _ => tracing_subscriber::EnvFilter::try_new(&config.log_level)
+            .map_err(|e| format!("log_level {:?}: {e}", config.log_level))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// `tyrd run`.
+fn run(config: &Config, events_from: Option<&Path>) -> Result<(), String> {
+    init_logging(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run_async(config, events_from))
+}
+
+/// What the reader thread hands the pipeline.
+type SourceItem = std::io::Result<Result<Event, LineError>>;
+
+async fn run_async(config: &Config, events_from: Option<&Path>) -> Result<(), String> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+    let dir = config.spool_dir();
+    let mut spool = tokio::task::block_in_place(|| {
+        Spool::open(&dir, SpoolOptions::with_capacity(config.buffer_bytes()))
+    })
+    .map_err(|e| format!("spool: {e}"))?;
+    let stats = spool.stats();
+    tracing::info!(
+        spool = %dir.display(),
+        last_seq = stats.last_seq,
+        acked_seq = stats.acked_seq,
+        pending = stats.pending,
+        "tyrd started"
+    );
+
+    let mut source = match events_from {
+        Some(path) => Some(start_reader(path)?),
+        None => {
+            tracing::warn!("no event source: the kernel reader is not built yet");
+            None
+        }
+    };
+    let mut pipeline = Pipeline::new(
+        &mut spool,
+        Aggregator::new(DEFAULT_WINDOW, DEFAULT_MAX_KEYS),
+        config.events.allow,
+        config.buffer_bytes(),
+    );
+    let mut ticker = tokio::time::interval(TICK);
+    let file = events_from
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let signal = loop {
+        tokio::select! {
+            item = recv(&mut source), if source.is_some() => match item {
+                Some(Ok(Ok(event))) => pipeline.ingest(event, Instant::now()).map_err(|e| format!("spool: {e}"))?,
+                Some(Ok(Err(bad))) => {
+                    tracing::error!("{file}:{bad}");
+                    pipeline.reject();
+                }
+                Some(Err(e)) => return Err(format!("{file}: {e}")),
+                None => {
+                    source = None;
+                    let counts = pipeline.finish().map_err(|e| format!("spool: {e}"))?;
+                    log_counts("event source finished", counts);
+                }
+            },
+            _ = ticker.tick() => pipeline.tick(Instant::now()).map_err(|e| format!("spool: {e}"))?,
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+    };
+    let counts = pipeline.finish().map_err(|e| format!("spool: {e}"))?;
+    tracing::info!(signal, "tyrd stopped");
+    log_counts("pipeline totals", counts);
+    Ok(())
+}
+
+fn log_counts(what: &str, c: Counts) {
+    tracing::info!(
+        received = c.received,
+        rejected = c.rejected,
+        filtered = c.filtered,
+        merged = c.merged,
+        spooled = c.spooled,
+        last_seq = c.last_seq,
+        "{what}"
+    );
+}
+
+async fn recv(source: &mut Option<mpsc::Receiver<SourceItem>>) -> Option<SourceItem> {
+    match source {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
+}
+
+/// Reads `path` on a thread of its own; the channel closes at the end of the file.
+fn start_reader(path: &Path) -> Result<mpsc::Receiver<SourceItem>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (tx, rx) = mpsc::channel(1024);
+    std::thread::spawn(move || {
+        let mut lines = JsonLines::new(BufReader::new(file));
+        loop {
+            let item = match lines.next_event() {
+                Ok(Some(item)) => Ok(item),
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            let fatal = item.is_err();
+            if tx.blocking_send(item).is_err() || fatal {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
