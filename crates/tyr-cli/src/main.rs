@@ -1,3 +1,7 @@
-//! `tyr`, the command-line interface.
+//! `tyr`, the command-line interface of Tyr (SPEC §11).
 
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tyr_cli::main_entry()
+}
