@@ -72,7 +72,7 @@ pub fn validate(args: &ValidateArgs, output: Output) -> Result<ExitCode, CliErro
         Err(errors) => {
             let file = args.file.display();
             if output == Output::Json {
-                println!("{}", json!({"valid": false, "errors": errors}));
+                outln!("{}", json!({"valid": false, "errors": errors}));
             }
             for e in &errors {
                 eprintln!("{file}:{e}");
@@ -82,21 +82,24 @@ pub fn validate(args: &ValidateArgs, output: Output) -> Result<ExitCode, CliErro
     };
     let rules = report(&policy);
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({"valid": true, "name": policy.metadata.name, "rules": rules})
         ),
         Output::Table => {
-            println!(
+            outln!(
                 "{}: valid policy `{}` ({} rules)",
                 args.file.display(),
                 policy.metadata.name,
                 rules.len()
             );
             for r in &rules {
-                println!(
+                outln!(
                     "  {:<32} {:<12} {:?}: {}",
-                    r.rule, r.action, r.enforced_in, r.reason
+                    r.rule,
+                    r.action,
+                    r.enforced_in,
+                    r.reason
                 );
             }
         }
@@ -146,11 +149,11 @@ pub fn eval(args: &EvalArgs, output: Output) -> Result<ExitCode, CliError> {
     };
     let decision = evaluate(&set, &req, &Homes::default());
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::to_string(&decision).map_err(|e| CliError::Usage(e.to_string()))?
         ),
-        Output::Table => println!(
+        Output::Table => outln!(
             "{}  layer={} rule={} enforced_in={}",
             decision.verdict,
             decision.layer,
