@@ -258,10 +258,18 @@ fn decisions(c: &mut Criterion) {
     let mut g = c.benchmark_group("path decisions (1,000 paths, 200 rules)");
     g.throughput(Throughput::Elements(reqs.len() as u64));
     g.sample_size(10);
-    g.bench_function("reference evaluator", |b| {
+    g.bench_function("reference evaluator, one-off (evaluate)", |b| {
         b.iter(|| {
             for r in &reqs {
                 black_box(tyr_policy::evaluate(&set, r, &homes));
+            }
+        })
+    });
+    let evaluator = tyr_policy::Evaluator::new(&set, &homes);
+    g.bench_function("reference evaluator, prepared (Evaluator)", |b| {
+        b.iter(|| {
+            for r in &reqs {
+                black_box(evaluator.evaluate(r));
             }
         })
     });

@@ -25,8 +25,9 @@
 //! [`EnforcedIn::Kernel`]. In `mode: monitor` every deny of the policy (rule, condition or
 //! default) is an alert.
 //!
-//! Cost: globs and SNI patterns are parsed on every call, and Cedar conditions on every call
-//! that reaches them; a compiled form can replace this if the evaluator shows up in profiles.
+//! Cost: [`Evaluator::new`] parses every glob and SNI pattern once; callers that decide many
+//! requests against one effective set (the server's drift check) keep the evaluator. Cedar
+//! conditions are parsed on each call that reaches them (only conditional rules pay).
 
 use crate::condition;
 use crate::glob::{self, Homes};
@@ -55,44 +56,10 @@ pub fn builtin_audit() -> Policy {
     }
 }
 
-/// Decides `req` against `set`; `~/` in patterns expands to `homes`.
+/// Decides `req` against `set`; `~/` in patterns expands to `homes`. For many requests against
+/// one set, build an [`Evaluator`] once instead.
 pub fn evaluate(set: &EffectiveSet, req: &Request, homes: &Homes) -> Decision {
-    let audit;
-    let base = match &set.base {
-        Some(p) => p,
-        None => {
-            audit = builtin_audit();
-            &audit
-        }
-    };
-    let (verdict, rule, enforced_in) = evaluate_policy(base, req, homes);
-    let mut best = Decision {
-        verdict,
-        layer: Layer::Base,
-        rule,
-        enforced_in,
-    };
-    let overlays = set
-        .overlays
-        .iter()
-        .filter(|o| req.agent_type.as_deref() == Some(o.agent_type.as_str()));
-    for overlay in overlays {
-        let (verdict, rule, enforced_in) = evaluate_policy(&overlay.policy, req, homes);
-        // Strictest wins; on a tie a kernel-enforced decision beats a userspace-only one
-        // (that is what actually happened to the syscall), then the earliest layer.
-        let kernel_tie = verdict == best.verdict
-            && enforced_in == EnforcedIn::Kernel
-            && best.enforced_in == EnforcedIn::Userspace;
-        if verdict > best.verdict || kernel_tie {
-            best = Decision {
-                verdict,
-                layer: Layer::Overlay(overlay.policy.metadata.name.clone()),
-                rule,
-                enforced_in,
-            };
-        }
-    }
-    best
+    Evaluator::prepare(set, homes, Some(req.action)).evaluate(req)
 }
 
 /// Decides `req` against one policy: the verdict, the deciding rule (`None` for the default)
@@ -102,94 +69,210 @@ pub fn evaluate_policy(
     req: &Request,
     homes: &Homes,
 ) -> (Verdict, Option<String>, EnforcedIn) {
-    let monitor = |v: Verdict| match (policy.spec.mode, v) {
-        (Mode::Monitor, Verdict::Deny) => Verdict::Alert,
-        _ => v,
-    };
-    let mut conditional = Vec::new();
-    let mut decided: Option<&Rule> = None;
-    for rule in policy.spec.rules.iter().filter(|r| r.action == req.action) {
-        if !applies(rule, req, homes) {
-            continue;
+    let prepared = PreparedPolicy::new(policy, homes, Some(req.action));
+    let (verdict, rule, enforced_in) = prepared.decide(req);
+    (verdict, rule.map(str::to_owned), enforced_in)
+}
+
+/// An effective set with its patterns parsed, ready to decide many requests. It borrows the
+/// set: build one per batch of requests.
+#[derive(Clone, Debug)]
+pub struct Evaluator<'a> {
+    base: PreparedPolicy<'a>,
+    /// Overlays with the agent type each applies to, in set order.
+    overlays: Vec<(&'a str, PreparedPolicy<'a>)>,
+}
+
+/// The built-in audit policy has no rules: a prepared form needs no borrowed policy.
+static BUILTIN_AUDIT: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(builtin_audit);
+
+impl<'a> Evaluator<'a> {
+    /// Prepares `set`, expanding `~/` to `homes`.
+    pub fn new(set: &'a EffectiveSet, homes: &Homes) -> Evaluator<'a> {
+        Evaluator::prepare(set, homes, None)
+    }
+
+    /// Prepares the rules of `only` that action (all actions when `None`).
+    fn prepare(set: &'a EffectiveSet, homes: &Homes, only: Option<Action>) -> Evaluator<'a> {
+        let base = set.base.as_ref().unwrap_or(&BUILTIN_AUDIT);
+        let base = PreparedPolicy::new(base, homes, only);
+        let overlays = set
+            .overlays
+            .iter()
+            .map(|o| {
+                let prepared = PreparedPolicy::new(&o.policy, homes, only);
+                (o.agent_type.as_str(), prepared)
+            })
+            .collect();
+        Evaluator { base, overlays }
+    }
+
+    /// Decides `req`: the strictest verdict of the base and of every overlay for the
+    /// request's agent type.
+    pub fn evaluate(&self, req: &Request) -> Decision {
+        let (verdict, rule, enforced_in) = self.base.decide(req);
+        let mut best = Decision {
+            verdict,
+            layer: Layer::Base,
+            rule: rule.map(str::to_owned),
+            enforced_in,
+        };
+        let overlays = self
+            .overlays
+            .iter()
+            .filter(|(agent_type, _)| req.agent_type.as_deref() == Some(*agent_type));
+        for (_, overlay) in overlays {
+            let (verdict, rule, enforced_in) = overlay.decide(req);
+            // Strictest wins; on a tie a kernel-enforced decision beats a userspace-only one
+            // (that is what actually happened to the syscall), then the earliest layer.
+            let kernel_tie = verdict == best.verdict
+                && enforced_in == EnforcedIn::Kernel
+                && best.enforced_in == EnforcedIn::Userspace;
+            if verdict > best.verdict || kernel_tie {
+                best = Decision {
+                    verdict,
+                    layer: Layer::Overlay(overlay.policy.metadata.name.clone()),
+                    rule: rule.map(str::to_owned),
+                    enforced_in,
+                };
+            }
         }
-        if rule.condition.is_some() {
-            conditional.push(rule);
-        } else {
-            decided = Some(rule);
-            break;
+        best
+    }
+}
+
+/// One policy with every pattern parsed.
+#[derive(Clone, Debug)]
+struct PreparedPolicy<'a> {
+    policy: &'a Policy,
+    rules: Vec<PreparedRule<'a>>,
+}
+
+/// A rule with its globs expanded and its SNI pattern parsed. An invalid pattern (never in a
+/// validated policy) matches nothing.
+#[derive(Clone, Debug)]
+struct PreparedRule<'a> {
+    rule: &'a Rule,
+    resource: Option<Option<Vec<glob::Glob>>>,
+    binaries: Vec<Option<Vec<glob::Glob>>>,
+    sni: Option<Option<SniPattern>>,
+}
+
+impl<'a> PreparedPolicy<'a> {
+    fn new(policy: &'a Policy, homes: &Homes, only: Option<Action>) -> PreparedPolicy<'a> {
+        let expand = |p: &str| glob::expand(p, homes).ok();
+        let rules = policy
+            .spec
+            .rules
+            .iter()
+            .filter(|rule| only.is_none_or(|a| rule.action == a))
+            .map(|rule| PreparedRule {
+                resource: rule.resource_pattern.as_deref().map(expand),
+                binaries: rule.binaries.iter().map(|b| expand(b)).collect(),
+                sni: rule.sni_pattern.as_deref().map(|p| SniPattern::parse(p).ok()),
+                rule,
+            })
+            .collect();
+        PreparedPolicy { policy, rules }
+    }
+
+    fn monitor(&self, v: Verdict) -> Verdict {
+        match (self.policy.spec.mode, v) {
+            (Mode::Monitor, Verdict::Deny) => Verdict::Alert,
+            _ => v,
         }
     }
-    let mut verdict = monitor(match decided {
-        Some(rule) => rule.verdict,
-        None => policy.spec.default.verdict_for(req.action),
-    });
-    let mut rule = decided;
-    let mut enforced_in = EnforcedIn::Kernel;
-    for cond_rule in conditional {
-        let raised = monitor(cond_rule.verdict);
-        if raised > verdict
-            && cond_rule
-                .condition
-                .as_deref()
-                .is_some_and(|c| condition::holds(c, req))
+
+    fn decide(&self, req: &Request) -> (Verdict, Option<&'a str>, EnforcedIn) {
+        let mut conditional = Vec::new();
+        let mut decided: Option<&'a Rule> = None;
+        for prepared in self.rules.iter().filter(|r| r.rule.action == req.action) {
+            if !prepared.applies(req) {
+                continue;
+            }
+            if prepared.rule.condition.is_some() {
+                conditional.push(prepared.rule);
+            } else {
+                decided = Some(prepared.rule);
+                break;
+            }
+        }
+        let mut verdict = self.monitor(match decided {
+            Some(rule) => rule.verdict,
+            None => self.policy.spec.default.verdict_for(req.action),
+        });
+        let mut rule = decided;
+        let mut enforced_in = EnforcedIn::Kernel;
+        for cond_rule in conditional {
+            let raised = self.monitor(cond_rule.verdict);
+            if raised > verdict
+                && cond_rule
+                    .condition
+                    .as_deref()
+                    .is_some_and(|c| condition::holds(c, req))
+            {
+                verdict = raised;
+                rule = Some(cond_rule);
+                enforced_in = EnforcedIn::Userspace;
+            }
+        }
+        (verdict, rule.map(|r| r.name.as_str()), enforced_in)
+    }
+}
+
+/// Whether any of `globs` matches `path`; `None` (an invalid pattern) matches nothing.
+fn any_matches(globs: &Option<Vec<glob::Glob>>, path: &str) -> bool {
+    globs
+        .as_ref()
+        .is_some_and(|gs| gs.iter().any(|g| g.matches(path.as_bytes())))
+}
+
+impl PreparedRule<'_> {
+    /// Whether the rule (of the request's action) applies to `req`, conditions aside.
+    fn applies(&self, req: &Request) -> bool {
+        let rule = self.rule;
+        if !rule.agent_types.is_empty()
+            && !req
+                .agent_type
+                .as_ref()
+                .is_some_and(|t| rule.agent_types.contains(t))
         {
-            verdict = raised;
-            rule = Some(cond_rule);
-            enforced_in = EnforcedIn::Userspace;
+            return false;
+        }
+        if !self.binaries.is_empty()
+            && !req
+                .binary
+                .as_deref()
+                .is_some_and(|b| self.binaries.iter().any(|g| any_matches(g, b)))
+        {
+            return false;
+        }
+        self.resource_matches(req)
+    }
+
+    fn resource_matches(&self, req: &Request) -> bool {
+        let rule = self.rule;
+        match (req.action, &req.resource) {
+            (Action::FileRead | Action::FileWrite | Action::Exec, Resource::Path(path)) => self
+                .resource
+                .as_ref()
+                .is_none_or(|globs| any_matches(globs, path)),
+            (Action::NetConnect, Resource::Addr { ip, port }) => {
+                let ip = ip.to_canonical();
+                (rule.cidrs.is_empty() || rule.cidrs.iter().any(|net| net.contains(&ip)))
+                    && (rule.domains.is_empty()
+                        || req
+                            .domains
+                            .iter()
+                            .any(|name| rule.domains.iter().any(|d| domain_matches(d, name))))
+                    && (rule.ports.is_empty() || rule.ports.iter().any(|r| r.contains(*port)))
+            }
+            (Action::TlsConnect, Resource::Sni(name)) => self
+                .sni
+                .as_ref()
+                .is_none_or(|p| p.as_ref().is_some_and(|s| s.matches(name))),
+            // A resource of the wrong kind for its action: only catch-all rules apply.
+            _ => rule.is_catch_all() && rule.ports.is_empty(),
         }
     }
-    (verdict, rule.map(|r| r.name.clone()), enforced_in)
-}
-
-/// Whether `rule` (of the request's action) applies to `req`, conditions aside.
-fn applies(rule: &Rule, req: &Request, homes: &Homes) -> bool {
-    if !rule.agent_types.is_empty()
-        && !req
-            .agent_type
-            .as_ref()
-            .is_some_and(|t| rule.agent_types.contains(t))
-    {
-        return false;
-    }
-    if !rule.binaries.is_empty()
-        && !req.binary.as_deref().is_some_and(|b| {
-            rule.binaries
-                .iter()
-                .any(|pattern| glob_matches(pattern, b, homes))
-        })
-    {
-        return false;
-    }
-    resource_matches(rule, req, homes)
-}
-
-fn resource_matches(rule: &Rule, req: &Request, homes: &Homes) -> bool {
-    match (req.action, &req.resource) {
-        (Action::FileRead | Action::FileWrite | Action::Exec, Resource::Path(path)) => rule
-            .resource_pattern
-            .as_deref()
-            .is_none_or(|p| glob_matches(p, path, homes)),
-        (Action::NetConnect, Resource::Addr { ip, port }) => {
-            let ip = ip.to_canonical();
-            (rule.cidrs.is_empty() || rule.cidrs.iter().any(|net| net.contains(&ip)))
-                && (rule.domains.is_empty()
-                    || req
-                        .domains
-                        .iter()
-                        .any(|name| rule.domains.iter().any(|d| domain_matches(d, name))))
-                && (rule.ports.is_empty() || rule.ports.iter().any(|r| r.contains(*port)))
-        }
-        (Action::TlsConnect, Resource::Sni(name)) => rule
-            .sni_pattern
-            .as_deref()
-            .is_none_or(|p| SniPattern::parse(p).is_ok_and(|s| s.matches(name))),
-        // A resource of the wrong kind for its action: only catch-all rules apply.
-        _ => rule.is_catch_all() && rule.ports.is_empty(),
-    }
-}
-
-/// Whether the glob `pattern` (with `~/` expanded to `homes`) matches `path`; an invalid
-/// pattern matches nothing.
-fn glob_matches(pattern: &str, path: &str, homes: &Homes) -> bool {
-    glob::expand(pattern, homes).is_ok_and(|globs| globs.iter().any(|g| g.matches(path.as_bytes())))
 }

@@ -293,6 +293,14 @@ impl Glob {
                 let Some(rest) = path.strip_prefix(b"/") else {
                     return false;
                 };
+                if !segments.contains(&Segment::GlobStar) {
+                    // One segment of pattern per path segment: no backtracking, no allocation.
+                    let mut parts = rest.split(|&b| b == b'/');
+                    return segments.iter().all(|s| match (s, parts.next()) {
+                        (Segment::Parts(p), Some(text)) => match_parts(p, text),
+                        _ => false,
+                    }) && parts.next().is_none();
+                }
                 let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
                 let mut memo = vec![None; (segments.len() + 1) * (parts.len() + 1)];
                 match_segments(segments, &parts, 0, 0, &mut memo)

@@ -15,7 +15,7 @@ pub mod request;
 pub mod sni;
 
 pub use error::PolicyError;
-pub use eval::evaluate;
+pub use eval::{Evaluator, evaluate};
 pub use model::*;
 pub use parse::parse;
 pub use request::{Request, Resource};
