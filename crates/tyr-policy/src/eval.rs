@@ -169,7 +169,10 @@ impl<'a> PreparedPolicy<'a> {
             .map(|rule| PreparedRule {
                 resource: rule.resource_pattern.as_deref().map(expand),
                 binaries: rule.binaries.iter().map(|b| expand(b)).collect(),
-                sni: rule.sni_pattern.as_deref().map(|p| SniPattern::parse(p).ok()),
+                sni: rule
+                    .sni_pattern
+                    .as_deref()
+                    .map(|p| SniPattern::parse(p).ok()),
                 rule,
             })
             .collect();
