@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 
 start_postgres
+# BPF programs (clang, libbpf headers) and the LSM-tier guest under QEMU (tests/vm/).
+need_packages clang llvm libbpf-dev busybox-static xz-utils qemu-system-x86
+tests/vm/fetch-kernel.sh >/dev/null
 export CARGO_TERM_COLOR=never
 
 echo "==> cargo fmt --check"
