@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use tyrd::agent_plane::link::{SpoolRequest, SpoolServer};
 use tyrd::config::{self, Config};
 use tyrd::event::Event;
 use tyrd::pipeline::aggregate::{Aggregator, DEFAULT_MAX_KEYS, DEFAULT_WINDOW};
@@ -41,7 +42,11 @@ enum Command {
     /// Print the state of the event spool.
     Status,
     /// Probe the kernel and print the enforcement tier.
-    Probe,
+    Probe {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How often the pipeline releases aggregated events and spools partial batches.
@@ -49,10 +54,12 @@ const TICK: Duration = Duration::from_millis(250);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Probe { json } = cli.command {
+        return probe(json);
+    }
     let name = match cli.command {
-        Command::Enroll => "enroll",
-        Command::Probe => "probe",
-        Command::Run { .. } | Command::Status => "",
+        Command::Probe { .. } => "probe",
+        Command::Run { .. } | Command::Status | Command::Enroll => "",
     };
     if !name.is_empty() {
         eprintln!("tyrd {name}: not implemented yet");
@@ -67,8 +74,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Status => status(&config),
-        Command::Run { events_from } => run(&config, events_from.as_deref()),
-        Command::Enroll | Command::Probe => Ok(()),
+        Command::Run { events_from } => run(&config, &cli.config, events_from.as_deref()),
+        Command::Enroll => enroll(&config, &cli.config),
+        Command::Probe { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,19 +116,23 @@ fn init_logging(config: &Config) -> Result<(), String> {
 }
 
 /// `tyrd run`.
-fn run(config: &Config, events_from: Option<&Path>) -> Result<(), String> {
+fn run(config: &Config, config_path: &Path, events_from: Option<&Path>) -> Result<(), String> {
     init_logging(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run_async(config, events_from))
+    runtime.block_on(run_async(config, config_path, events_from))
 }
 
 /// What the reader thread hands the pipeline.
 type SourceItem = std::io::Result<Result<Event, LineError>>;
 
-async fn run_async(config: &Config, events_from: Option<&Path>) -> Result<(), String> {
+async fn run_async(
+    config: &Config,
+    config_path: &Path,
+    events_from: Option<&Path>,
+) -> Result<(), String> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
     let dir = config.spool_dir();
@@ -144,6 +156,9 @@ async fn run_async(config: &Config, events_from: Option<&Path>) -> Result<(), St
             None
         }
     };
+    let mut plane = tyrd::stream::start(config, config_path, stats.last_seq)
+        .await
+        .map_err(|e| format!("agent plane: {e}"))?;
     let mut pipeline = Pipeline::new(
         &mut spool,
         Aggregator::new(DEFAULT_WINDOW, DEFAULT_MAX_KEYS),
@@ -170,8 +185,16 @@ async fn run_async(config: &Config, events_from: Option<&Path>) -> Result<(), St
                 }
             },
             _ = ticker.tick() => pipeline.tick(Instant::now()).map_err(|e| format!("spool: {e}"))?,
+            request = next_spool_request(&mut plane) => {
+                if let Some(p) = &plane {
+                    p.serve(request, pipeline.spool_mut());
+                }
+            }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
+        }
+        if let Some(p) = &plane {
+            p.publish(pipeline.spool_mut().stats().last_seq);
         }
     };
     let counts = pipeline.finish().map_err(|e| format!("spool: {e}"))?;
@@ -190,6 +213,29 @@ fn log_counts(what: &str, c: Counts) {
         last_seq = c.last_seq,
         "{what}"
     );
+}
+
+/// The stream task's next spool request; pending forever without an agent plane.
+async fn next_spool_request(plane: &mut Option<SpoolServer>) -> SpoolRequest {
+    match plane {
+        Some(p) => p.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `tyrd enroll`.
+fn enroll(config: &Config, config_path: &Path) -> Result<(), String> {
+    init_logging(config)?;
+    tyrd::agent_plane::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let identity = runtime
+        .block_on(tyrd::enroll::enroll(config, config_path))
+        .map_err(|e| format!("enrollment failed: {e}"))?;
+    println!("enrolled as {}", identity.agent_id);
+    Ok(())
 }
 
 async fn recv(source: &mut Option<mpsc::Receiver<SourceItem>>) -> Option<SourceItem> {
@@ -218,4 +264,21 @@ fn start_reader(path: &Path) -> Result<mpsc::Receiver<SourceItem>, String> {
         }
     });
     Ok(rx)
+}
+
+/// `tyrd probe`: the enforcement tier of this kernel, per hook, with the reasons.
+fn probe(json: bool) -> ExitCode {
+    let report = tyrd::kernel::probe::probe();
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("tyrd probe: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.human());
+    }
+    ExitCode::SUCCESS
 }

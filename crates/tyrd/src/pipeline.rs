@@ -97,6 +97,11 @@ impl<'a> Pipeline<'a> {
         self.append()
     }
 
+    /// The spool, for the agent plane (pending records, acknowledgements).
+    pub fn spool_mut(&mut self) -> &mut Spool {
+        self.spool
+    }
+
     /// Releases and spools everything held.
     pub fn finish(&mut self) -> Result<Counts, SpoolError> {
         let out = self.aggregator.flush_all();

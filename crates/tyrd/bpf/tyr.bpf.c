@@ -1,0 +1,1068 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Tracepoint tier: process identity (fork/exec/exit), file and exec enforcement by SIGKILL.
+ *
+ * Decisions walk the compiled policy tables exactly as tyr_policy::compile::emulate does:
+ * base layer plus the overlays of the process's agent type, per table a byte-class DFA over
+ * the canonical path, then the candidate rules in order (first match), strictest layer wins.
+ * Anything the walk cannot complete (path too long or deep, inconsistent tables) is denied. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "tyr_maps.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define SIGKILL 9
+#define FMODE_READ 0x1
+#define FMODE_WRITE 0x2
+#define NO_RULE 0xffffffffu
+#define PATH_MASK (TYR_PATH_MAX - 1)
+#define SCRATCH_MASK (TYR_SCRATCH_SIZE - 1)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TYR_PROCS_MAX);
+	__type(key, __u32);
+	__type(value, struct tyr_proc);
+} tyr_procs SEC(".maps");
+
+/* cgroup v2 id → agent-type id (`tyr run`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TYR_CGROUPS_MAX);
+	__type(key, __u64);
+	__type(value, __u32);
+} tyr_cgroups SEC(".maps");
+
+/* Agent executable path → agent-type id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TYR_EXES_MAX);
+	__type(key, struct tyr_exe_key);
+	__type(value, __u32);
+} tyr_exes SEC(".maps");
+
+/* Children of governed processes that could not be recorded (process map full): killed at
+ * their first governed operation. LRU so that recording one never fails. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TYR_DOOMED_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} tyr_doomed SEC(".maps");
+
+/* Entry 0: number of processes ever doomed (0 = skip the doomed lookup). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tyr_alarm SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tyr_config);
+} tyr_config SEC(".maps");
+
+/* Never read by the programs: updating its slot makes the kernel wait for an RCU grace
+ * period (every running program finishes), which tyrd uses after flipping tyr_active so that
+ * no program still reads the old slot when it is refilled. */
+struct tyr_barrier_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct tyr_barrier_inner);
+} tyr_barrier SEC(".maps");
+
+/* Entry 0: the table slot in use (see tyr_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tyr_active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_TABLES_MAX);
+	__type(key, __u32);
+	__type(value, struct tyr_table);
+} tyr_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_CLASSES_MAX);
+	__type(key, __u32);
+	__type(value, __u16);
+} tyr_classes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_NEXT_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} tyr_next SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_ACCEPT_MAX);
+	__type(key, __u32);
+	__type(value, struct tyr_accept);
+} tyr_accept SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_BIN_MASKS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tyr_bin_masks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_CANDS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} tyr_cands SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_RULES_MAX);
+	__type(key, __u32);
+	__type(value, struct tyr_rule);
+} tyr_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_PORTS_MAX);
+	__type(key, __u32);
+	__type(value, struct tyr_port_range);
+} tyr_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, TYR_LPM_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tyr_lpm_key);
+	__type(value, struct tyr_lpm_val);
+} tyr_lpm SEC(".maps");
+
+struct scratch {
+	char buf[TYR_SCRATCH_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} tyr_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tyr_exe_key);
+} tyr_exe_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TYR_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} tyr_counters SEC(".maps");
+
+/* Events are staged here, then copied into the ring with their used size only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tyr_event);
+} tyr_event_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, TYR_RINGBUF_SIZE);
+} tyr_events SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&tyr_counters, &which);
+	if (c)
+		*c += 1;
+}
+
+/* ---- canonical path of a struct path, written backwards into the scratch buffer ---- */
+
+struct path_walk {
+	struct dentry *dentry;
+	struct mount *mnt;
+	int pos;
+	int done;
+	int err;
+};
+
+static long path_step(__u32 i, void *data)
+{
+	struct path_walk *w = data;
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+	if (!s) {
+		w->err = 1;
+		return 1;
+	}
+	struct dentry *d = w->dentry;
+	struct mount *mnt = w->mnt;
+	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == mnt_root || d == parent) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+		if (d != mnt_root || up == mnt || !up) {
+			w->done = 1;
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = up;
+		return 0;
+	}
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	int pos = w->pos - (int)len - 1;
+	if (len > 255 || pos < 1) {
+		w->err = 1;
+		return 1;
+	}
+	bpf_probe_read_kernel(&s->buf[(pos + 1) & PATH_MASK], len & 255, name);
+	s->buf[pos & PATH_MASK] = '/';
+	w->pos = pos;
+	w->dentry = parent;
+	return 0;
+}
+
+/* The built path: buf[pos .. TYR_PATH_MAX). bad = too long/deep or unreadable. */
+struct built_path {
+	__u32 pos;
+	__u32 len;
+	int built;
+	int bad;
+};
+
+/* Global functions are verified once, not once per call site: this keeps the verifier's
+ * work (and load time) small. Kernel pointers are passed as scalars. */
+__noinline int tyr_build_path(struct built_path *out, __u64 dentry_ptr, __u64 vfsmnt_ptr)
+{
+	struct dentry *dentry = (struct dentry *)dentry_ptr;
+	struct vfsmount *vfsmnt = (struct vfsmount *)vfsmnt_ptr;
+	struct path_walk w = {
+		.dentry = dentry,
+		.mnt = (struct mount *)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt)),
+		.pos = TYR_PATH_MAX,
+	};
+	if (!out)
+		return 0;
+	out->built = 1;
+	out->bad = 1;
+	if (!dentry || !vfsmnt)
+		return 0;
+	bpf_loop(TYR_MAX_DEPTH, path_step, &w, 0);
+	if (!w.done || w.err)
+		return 0;
+	if (w.pos == TYR_PATH_MAX) {
+		__u32 zero = 0;
+		struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+		if (!s)
+			return 0;
+		w.pos = TYR_PATH_MAX - 1;
+		s->buf[w.pos & PATH_MASK] = '/';
+	}
+	out->pos = w.pos;
+	out->len = TYR_PATH_MAX - w.pos;
+	out->bad = 0;
+	return 0;
+}
+
+static __always_inline void build_path(struct built_path *out, struct dentry *dentry,
+				       struct vfsmount *vfsmnt)
+{
+	tyr_build_path(out, (__u64)dentry, (__u64)vfsmnt);
+}
+
+/* ---- DFA walk ---- */
+
+struct dfa_walk {
+	struct tyr_dfa dfa;
+	__u32 pos;
+	__u32 len;
+	__u32 state;
+	int err;
+};
+
+static long dfa_step(__u32 i, void *data)
+{
+	struct dfa_walk *w = data;
+	__u32 zero = 0;
+	if (i >= w->len || w->state == w->dfa.dead)
+		return 1;
+	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+	if (!s || w->state >= w->dfa.nstates) {
+		w->err = 1;
+		return 1;
+	}
+	__u8 b = s->buf[(w->pos + i) & SCRATCH_MASK];
+	__u32 ci = w->dfa.class_off + b;
+	__u16 *cls = bpf_map_lookup_elem(&tyr_classes, &ci);
+	if (!cls || *cls >= w->dfa.nclasses) {
+		w->err = 1;
+		return 1;
+	}
+	__u32 ni = w->dfa.next_off + w->state * w->dfa.nclasses + *cls;
+	__u32 *next = bpf_map_lookup_elem(&tyr_next, &ni);
+	if (!next) {
+		w->err = 1;
+		return 1;
+	}
+	w->state = *next;
+	return 0;
+}
+
+/* Walks buf[pos .. pos + len); returns the final state or -1 on an inconsistent table. */
+static __always_inline long dfa_run(const struct tyr_dfa *dfa, __u32 pos, __u32 len)
+{
+	struct dfa_walk w = {.dfa = *dfa, .pos = pos, .len = len, .state = dfa->start};
+	bpf_loop(TYR_PATH_MAX, dfa_step, &w, 0);
+	if (w.err || w.state >= w.dfa.nstates)
+		return -1;
+	return w.state;
+}
+
+/* ---- candidates: first rule whose process filters pass ---- */
+
+struct cand_walk {
+	__u64 binary_mask;
+	__u32 base;
+	__u32 end;
+	__u32 rule_off;
+	__u32 nrules;
+	__u32 rule;
+	__u16 port;
+	__u8 net;
+	__u8 agent;
+	__u8 verdict;
+	__u8 found;
+	__u8 err;
+};
+
+struct port_walk {
+	__u32 off;
+	__u16 port;
+	__u8 hit;
+	__u8 err;
+};
+
+static long port_step(__u32 i, void *data)
+{
+	struct port_walk *w = data;
+	__u32 pi = w->off + i;
+	struct tyr_port_range *r = bpf_map_lookup_elem(&tyr_ports, &pi);
+	if (!r) {
+		w->err = 1;
+		return 1;
+	}
+	if (r->start <= w->port && w->port <= r->end) {
+		w->hit = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static long cand_step(__u32 i, void *data)
+{
+	struct cand_walk *c = data;
+	__u32 ci = c->base + i;
+	if (ci >= c->end) {
+		c->err = 1;
+		return 1;
+	}
+	__u32 *pos = bpf_map_lookup_elem(&tyr_cands, &ci);
+	if (!pos || *pos >= c->nrules) {
+		c->err = 1;
+		return 1;
+	}
+	__u32 ri = c->rule_off + *pos;
+	struct tyr_rule *r = bpf_map_lookup_elem(&tyr_rules, &ri);
+	if (!r) {
+		c->err = 1;
+		return 1;
+	}
+	if (r->binary_req && !(c->binary_mask & r->binary_req))
+		return 0;
+	if (r->agent_mask &&
+	    (c->agent == 0 || c->agent > 63 || !(r->agent_mask & (1ULL << (c->agent & 63)))))
+		return 0;
+	/* No learned-domain mask yet (DNS learning is not built): domain rules never match. */
+	if (r->domain_req)
+		return 0;
+	if (r->port_len) {
+		/* Path resources have no port. */
+		if (!c->net)
+			return 0;
+		struct port_walk w = {.off = r->port_off, .port = c->port};
+		bpf_loop(r->port_len, port_step, &w, 0);
+		if (w.err) {
+			c->err = 1;
+			return 1;
+		}
+		if (!w.hit)
+			return 0;
+	}
+	c->found = 1;
+	c->verdict = r->verdict;
+	c->rule = r->rule;
+	return 1;
+}
+
+/* ---- layers ---- */
+
+struct decide {
+	__u64 binary_mask;
+	struct built_path path;
+	__u8 addr[16];
+	__u16 port;
+	__u8 family;
+	__u8 _pad;
+	__u32 slot;
+	__u32 action;
+	__u32 nlayers;
+	__u32 layer;
+	__u32 rule;
+	__u8 agent;
+	__u8 verdict;
+	__u8 best_set;
+	__u8 need_path;
+	__u8 fail;
+};
+
+static __always_inline void fail_at(struct decide *d, __u32 layer)
+{
+	d->fail = 1;
+	d->best_set = 1;
+	d->verdict = TYR_VERDICT_DENY;
+	d->layer = layer;
+	d->rule = NO_RULE;
+}
+
+static long layer_step(__u32 li, void *data)
+{
+	struct decide *d = data;
+	if (li >= d->nlayers)
+		return 1;
+	__u32 slot = d->slot & 1;
+	struct tyr_config *cfg = bpf_map_lookup_elem(&tyr_config, &slot);
+	if (!cfg) {
+		fail_at(d, li);
+		return 1;
+	}
+	if (li > 0) {
+		__u8 a = cfg->layer_agent[li & (TYR_MAX_LAYERS - 1)];
+		if (a == 0 || a != d->agent)
+			return 0;
+	}
+	__u32 ti = slot * TYR_TABLES_PER_SLOT + li * TYR_NUM_ACTIONS + d->action;
+	struct tyr_table *t = bpf_map_lookup_elem(&tyr_tables, &ti);
+	if (!t) {
+		fail_at(d, li);
+		return 1;
+	}
+	__u8 verdict = t->deflt;
+	__u32 rule = NO_RULE;
+	if (t->nrules) {
+		__u32 off = t->any_off;
+		__u32 len = t->any_len;
+		__u8 net = d->action == TYR_ACTION_NET_CONNECT;
+		if (net) {
+			struct tyr_lpm_key k = {
+				.prefixlen = 24 + (d->family == 4 ? 32 : 128),
+				.slot = slot,
+				.layer = li,
+				.family = d->family,
+			};
+			__builtin_memcpy(k.addr, d->addr, sizeof(k.addr));
+			struct tyr_lpm_val *v = bpf_map_lookup_elem(&tyr_lpm, &k);
+			if (!v) {
+				fail_at(d, li);
+				return 1;
+			}
+			off = v->off;
+			len = v->len;
+		} else {
+			if (!d->path.built) {
+				d->need_path = 1;
+				return 1;
+			}
+			if (d->path.bad) {
+				fail_at(d, li);
+				return 1;
+			}
+			if (t->has_dfa) {
+				long state = dfa_run(&t->dfa, d->path.pos, d->path.len);
+				if (state < 0) {
+					fail_at(d, li);
+					return 1;
+				}
+				__u32 ai = t->dfa.accept_off + (__u32)state;
+				struct tyr_accept *acc = bpf_map_lookup_elem(&tyr_accept, &ai);
+				if (!acc) {
+					fail_at(d, li);
+					return 1;
+				}
+				off = acc->off;
+				len = acc->len;
+			}
+		}
+		if (len > TYR_MAX_CANDIDATES) {
+			fail_at(d, li);
+			return 1;
+		}
+		struct cand_walk c = {
+			.binary_mask = d->binary_mask,
+			.base = t->cand_off + off,
+			.end = t->cand_off + t->ncands,
+			.rule_off = t->rule_off,
+			.nrules = t->nrules,
+			.agent = d->agent,
+			.port = d->port,
+			.net = net,
+		};
+		bpf_loop(len, cand_step, &c, 0);
+		if (c.err) {
+			fail_at(d, li);
+			return 1;
+		}
+		if (c.found) {
+			verdict = c.verdict;
+			rule = c.rule;
+		}
+	}
+	if (verdict > TYR_VERDICT_DENY)
+		verdict = TYR_VERDICT_DENY;
+	if (!d->best_set || verdict > d->verdict) {
+		d->best_set = 1;
+		d->verdict = verdict;
+		d->layer = li;
+		d->rule = rule;
+	}
+	return 0;
+}
+
+/* Decides dp->action; builds the path into dp->path only when a table needs it. Global
+ * (verified once); works on a stack copy, as bpf_loop takes a stack context. */
+__noinline int tyr_decide(struct decide *dp, __u64 dentry, __u64 mnt)
+{
+	if (!dp)
+		return 0;
+	struct decide d = *dp;
+	d.best_set = 0;
+	d.need_path = 0;
+	d.fail = 0;
+	if (d.nlayers > TYR_MAX_LAYERS) {
+		fail_at(&d, 0);
+	} else {
+		bpf_loop(TYR_MAX_LAYERS, layer_step, &d, 0);
+		if (d.need_path) {
+			tyr_build_path(&d.path, dentry, mnt);
+			d.best_set = 0;
+			d.need_path = 0;
+			bpf_loop(TYR_MAX_LAYERS, layer_step, &d, 0);
+		}
+		if (!d.best_set)
+			fail_at(&d, 0);
+	}
+	*dp = d;
+	return 0;
+}
+
+static __always_inline void decide(struct decide *d, struct dentry *dentry,
+				   struct vfsmount *mnt)
+{
+	tyr_decide(d, (__u64)dentry, (__u64)mnt);
+}
+
+/* ---- events ---- */
+
+/* Stages the fields every event has; NULL when the staging buffer is missing. */
+static __always_inline struct tyr_event *event_head(struct decide *d,
+						    const struct tyr_proc *proc, __u32 flags,
+						    __u8 enforced, __u64 generation)
+{
+	__u32 zero = 0;
+	struct tyr_event *ev = bpf_map_lookup_elem(&tyr_event_scratch, &zero);
+	if (!ev)
+		return NULL;
+	__u64 id = bpf_get_current_pid_tgid();
+	ev->ts_ns = bpf_ktime_get_boot_ns();
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->discovered_id = proc ? proc->discovered_id : 0;
+	ev->generation = generation;
+	ev->pid = (__u32)id;
+	ev->tgid = id >> 32;
+	ev->ppid = 0;
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->rule = d->rule;
+	ev->layer = d->layer;
+	ev->open_flags = 0;
+	ev->action = d->action;
+	ev->verdict = d->verdict;
+	ev->enforced = enforced;
+	ev->agent_type_id = d->agent;
+	ev->flags = flags | (d->fail ? TYR_EVENT_FAIL_CLOSED : 0) | TYR_EVENT_NO_PATH;
+	ev->path_len = 0;
+	__builtin_memcpy(ev->addr, d->addr, sizeof(ev->addr));
+	ev->port = d->port;
+	ev->family = d->family;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	return ev;
+}
+
+/* Sends the staged event with path_len bytes of path. */
+static __always_inline void event_send(struct tyr_event *ev, __u32 path_len)
+{
+	__u32 size = TYR_EVENT_HEADER + (path_len & PATH_MASK);
+	if (bpf_ringbuf_output(&tyr_events, ev, size, 0))
+		count(TYR_COUNTER_RINGBUF_DROPS);
+}
+
+/* File and exec events: the parent and the canonical path are read from kernel memory. */
+static __always_inline void emit(struct decide *d, const struct tyr_proc *proc, __u32 flags,
+				 __u8 enforced, __u32 open_flags, __u64 generation)
+{
+	__u32 zero = 0;
+	struct tyr_event *ev = event_head(d, proc, flags, enforced, generation);
+	if (!ev)
+		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	ev->open_flags = open_flags;
+	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+	__u32 len = 0;
+	if (s && d->path.built && !d->path.bad && d->path.len < TYR_PATH_MAX) {
+		len = d->path.len & PATH_MASK;
+		bpf_probe_read_kernel(ev->path, len, &s->buf[d->path.pos & PATH_MASK]);
+		ev->path_len = len;
+		ev->flags &= ~TYR_EVENT_NO_PATH;
+	}
+	/* Only the used part of the path goes into the ring. */
+	event_send(ev, len);
+}
+
+/* Kills on deny and reports per the events rule; builds the path for allow events. */
+static __always_inline void enforce(struct decide *d, const struct tyr_proc *proc,
+				    struct tyr_config *cfg, struct dentry *dentry,
+				    struct vfsmount *mnt, __u32 open_flags)
+{
+	__u8 enforced = TYR_ENFORCED_NONE;
+	if (d->fail)
+		count(TYR_COUNTER_FAIL_CLOSED);
+	if (d->verdict == TYR_VERDICT_DENY) {
+		bpf_send_signal(SIGKILL);
+		enforced = TYR_ENFORCED_KILLED;
+	} else if (d->verdict == TYR_VERDICT_ALLOW) {
+		int agent = proc && proc->agent_type_id;
+		if (!agent && !(cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL))
+			return;
+	}
+	if (!d->path.built)
+		build_path(&d->path, dentry, mnt);
+	emit(d, proc, 0, enforced, open_flags, cfg->generation);
+}
+
+static __always_inline int doomed(__u32 tgid)
+{
+	__u32 zero = 0;
+	__u64 *alarm = bpf_map_lookup_elem(&tyr_alarm, &zero);
+	if (!alarm || !*alarm)
+		return 0;
+	return bpf_map_lookup_elem(&tyr_doomed, &tgid) != NULL;
+}
+
+static __always_inline void doom(__u32 tgid)
+{
+	__u32 zero = 0, one = 1;
+	__u64 *alarm = bpf_map_lookup_elem(&tyr_alarm, &zero);
+	bpf_map_update_elem(&tyr_doomed, &tgid, &one, BPF_ANY);
+	if (alarm)
+		__sync_fetch_and_add(alarm, 1);
+}
+
+/* A process that should be governed but has no entry: killed, reported as fail-closed. */
+static __always_inline void kill_doomed(struct decide *d, struct tyr_config *cfg)
+{
+	bpf_send_signal(SIGKILL);
+	d->verdict = TYR_VERDICT_DENY;
+	d->layer = 0;
+	d->rule = NO_RULE;
+	d->fail = 1;
+	d->path.built = 1;
+	d->path.bad = 1;
+	emit(d, NULL, 0, TYR_ENFORCED_KILLED, 0, cfg->generation);
+}
+
+/* The configuration of the table slot in use; *slot receives the slot. */
+static __always_inline struct tyr_config *active_config(__u32 *slot)
+{
+	__u32 zero = 0;
+	__u32 *active = bpf_map_lookup_elem(&tyr_active, &zero);
+	__u32 s = active ? (*active & 1) : 0;
+	*slot = s;
+	return bpf_map_lookup_elem(&tyr_config, &s);
+}
+
+/* ---- file opens: decide at syscall exit on the returned fd's struct file ---- */
+
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (!fds || (unsigned long)fd >= max)
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline int on_open(long ret)
+{
+	__u32 slot;
+	if (ret < 0)
+		return 0;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	struct decide d = {.slot = slot, .nlayers = cfg->nlayers, .action = TYR_ACTION_FILE_READ};
+	if (proc) {
+		d.agent = proc->agent_type_id;
+		d.binary_mask = proc->binary_mask;
+	} else if (doomed(tgid)) {
+		kill_doomed(&d, cfg);
+		return 0;
+	}
+	struct file *f = fd_file(ret);
+	unsigned int fmode = FMODE_READ | FMODE_WRITE;
+	unsigned int oflags = 0;
+	struct dentry *dentry = NULL;
+	struct vfsmount *mnt = NULL;
+	if (f) {
+		fmode = BPF_CORE_READ(f, f_mode);
+		oflags = BPF_CORE_READ(f, f_flags);
+		dentry = BPF_CORE_READ(f, f_path.dentry);
+		mnt = BPF_CORE_READ(f, f_path.mnt);
+	} else {
+		/* The fd is already gone (a sibling thread closed it): the file cannot be named,
+		 * so every table with rules fails closed, for reading and for writing. */
+		d.path.built = 1;
+		d.path.bad = 1;
+	}
+	if (!(fmode & (FMODE_READ | FMODE_WRITE)))
+		return 0;
+	__u8 verdict = 0, fail = 0;
+	__u32 layer = 0, rule = NO_RULE;
+	int decided = 0;
+	if (fmode & FMODE_READ) {
+		decide(&d, dentry, mnt);
+		verdict = d.verdict;
+		layer = d.layer;
+		rule = d.rule;
+		fail = d.fail;
+		decided = 1;
+	}
+	if (fmode & FMODE_WRITE) {
+		d.action = TYR_ACTION_FILE_WRITE;
+		decide(&d, dentry, mnt);
+		if (decided && d.verdict <= verdict) {
+			d.action = TYR_ACTION_FILE_READ;
+			d.verdict = verdict;
+			d.layer = layer;
+			d.rule = rule;
+			d.fail = fail;
+		}
+	}
+	enforce(&d, proc, cfg, dentry, mnt, oflags);
+	return 0;
+}
+
+struct sys_exit_ctx {
+	__u64 common;
+	long nr;
+	long ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int tyr_exit_openat(struct sys_exit_ctx *ctx)
+{
+	return on_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int tyr_exit_open(struct sys_exit_ctx *ctx)
+{
+	return on_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int tyr_exit_openat2(struct sys_exit_ctx *ctx)
+{
+	return on_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int tyr_exit_creat(struct sys_exit_ctx *ctx)
+{
+	return on_open(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int tyr_exit_by_handle(struct sys_exit_ctx *ctx)
+{
+	return on_open(ctx->ret);
+}
+
+/* ---- process identity ---- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tyr_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (ptgid == ctgid)
+		return 0;
+	struct tyr_proc *p = bpf_map_lookup_elem(&tyr_procs, &ptgid);
+	if (!p) {
+		if (doomed(ptgid))
+			doom(ctgid);
+		return 0;
+	}
+	struct tyr_proc copy = *p;
+	if (bpf_map_update_elem(&tyr_procs, &ctgid, &copy, BPF_ANY)) {
+		count(TYR_COUNTER_FORK_FULL);
+		doom(ctgid);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tyr_exit, struct task_struct *task)
+{
+	/* signal->live reaches 0 when the last thread exits (portable across kernels whose
+	 * tracepoint lacks group_dead). */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	bpf_map_delete_elem(&tyr_procs, &tgid);
+	bpf_map_delete_elem(&tyr_doomed, &tgid);
+	return 0;
+}
+
+/* Agent type of an executable path (0 = none); only paths shorter than the key. */
+static __always_inline __u32 exe_agent(const struct built_path *path)
+{
+	__u32 zero = 0;
+	if (path->bad || path->len >= TYR_EXE_KEY_LEN)
+		return 0;
+	struct tyr_exe_key *key = bpf_map_lookup_elem(&tyr_exe_scratch, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+	if (!key || !s)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	bpf_probe_read_kernel(key->path, path->len & (TYR_EXE_KEY_LEN - 1),
+			      &s->buf[path->pos & PATH_MASK]);
+	__u32 *agent = bpf_map_lookup_elem(&tyr_exes, key);
+	return agent ? *agent : 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 slot;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg)
+		return 0;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct tyr_proc *cur = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	struct decide d = {.slot = slot, .nlayers = cfg->nlayers, .action = TYR_ACTION_EXEC};
+	if (!cur && doomed(tgid)) {
+		kill_doomed(&d, cfg);
+		return 0;
+	}
+	struct tyr_proc e = {};
+	if (cur)
+		e = *cur;
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	struct dentry *dentry = BPF_CORE_READ(exe, f_path.dentry);
+	struct vfsmount *mnt = BPF_CORE_READ(exe, f_path.mnt);
+	build_path(&d.path, dentry, mnt);
+
+	/* Classify: an inherited identity is kept; else the launch cgroup, else the path. */
+	if (!e.agent_type_id) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		__u32 *agent = bpf_map_lookup_elem(&tyr_cgroups, &cg);
+		__u32 a = agent ? *agent : exe_agent(&d.path);
+		e.agent_type_id = a > 255 ? 0 : a;
+	}
+	e.binary_mask = 0;
+	if (cfg->has_binaries && !d.path.bad) {
+		long state = dfa_run(&cfg->binaries, d.path.pos, d.path.len);
+		if (state >= 0) {
+			__u32 mi = cfg->binaries.accept_off + (__u32)state;
+			__u64 *mask = bpf_map_lookup_elem(&tyr_bin_masks, &mi);
+			if (mask)
+				e.binary_mask = *mask;
+		}
+	}
+	if (e.agent_type_id || e.binary_mask || e.discovered_id) {
+		if (bpf_map_update_elem(&tyr_procs, &tgid, &e, BPF_ANY)) {
+			count(TYR_COUNTER_FORK_FULL);
+			doom(tgid);
+			kill_doomed(&d, cfg);
+			return 0;
+		}
+	} else if (cur) {
+		bpf_map_delete_elem(&tyr_procs, &tgid);
+	}
+	if (cfg->nlayers == 0)
+		return 0;
+	d.agent = e.agent_type_id;
+	d.binary_mask = e.binary_mask;
+	decide(&d, dentry, mnt);
+	struct tyr_proc *now = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	enforce(&d, now, cfg, dentry, mnt, 0);
+	return 0;
+}
+
+/* ---- network: cgroup connect4/6 and sendmsg4/6 return EPERM on deny (no kill) ---- */
+
+/* Like tyr_decide, without paths (this program type cannot read kernel memory). */
+__noinline int tyr_decide_net(struct decide *dp)
+{
+	if (!dp)
+		return 0;
+	struct decide d = *dp;
+	d.best_set = 0;
+	d.fail = 0;
+	if (d.nlayers > TYR_MAX_LAYERS)
+		fail_at(&d, 0);
+	else
+		bpf_loop(TYR_MAX_LAYERS, layer_step, &d, 0);
+	if (!d.best_set)
+		fail_at(&d, 0);
+	*dp = d;
+	return 0;
+}
+
+/* 1 = let the connect through, 0 = EPERM. */
+static __always_inline int on_connect(struct decide *d)
+{
+	__u32 slot;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 1;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	d->slot = slot;
+	d->nlayers = cfg->nlayers;
+	d->action = TYR_ACTION_NET_CONNECT;
+	d->rule = NO_RULE;
+	if (proc) {
+		d->agent = proc->agent_type_id;
+		d->binary_mask = proc->binary_mask;
+		tyr_decide_net(d);
+	} else if (doomed(tgid)) {
+		d->verdict = TYR_VERDICT_DENY;
+		d->fail = 1;
+	} else {
+		tyr_decide_net(d);
+	}
+	if (d->fail)
+		count(TYR_COUNTER_FAIL_CLOSED);
+	__u8 enforced = TYR_ENFORCED_NONE;
+	if (d->verdict == TYR_VERDICT_DENY)
+		enforced = TYR_ENFORCED_BLOCKED;
+	else if (d->verdict == TYR_VERDICT_ALLOW && !(proc && proc->agent_type_id) &&
+		 !(cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL))
+		return 1;
+	struct tyr_event *ev = event_head(d, proc, 0, enforced, cfg->generation);
+	if (ev)
+		event_send(ev, 0);
+	return enforced == TYR_ENFORCED_BLOCKED ? 0 : 1;
+}
+
+/* Destination of a sock_addr hook into d (IPv4-mapped IPv6 as IPv4). */
+static __always_inline void dest4(struct decide *d, struct bpf_sock_addr *ctx)
+{
+	__u32 ip = ctx->user_ip4;
+	d->family = 4;
+	__builtin_memcpy(d->addr, &ip, 4);
+	d->port = bpf_ntohs((__u16)ctx->user_port);
+}
+
+static __always_inline void dest6(struct decide *d, struct bpf_sock_addr *ctx)
+{
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1];
+	__u32 w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+	d->port = bpf_ntohs((__u16)ctx->user_port);
+	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
+		d->family = 4;
+		__builtin_memcpy(d->addr, &w3, 4);
+		return;
+	}
+	d->family = 6;
+	__builtin_memcpy(d->addr, &w0, 4);
+	__builtin_memcpy(d->addr + 4, &w1, 4);
+	__builtin_memcpy(d->addr + 8, &w2, 4);
+	__builtin_memcpy(d->addr + 12, &w3, 4);
+}
+
+SEC("cgroup/connect4")
+int tyr_connect4(struct bpf_sock_addr *ctx)
+{
+	struct decide d = {};
+	dest4(&d, ctx);
+	return on_connect(&d);
+}
+
+SEC("cgroup/connect6")
+int tyr_connect6(struct bpf_sock_addr *ctx)
+{
+	struct decide d = {};
+	dest6(&d, ctx);
+	return on_connect(&d);
+}
+
+/* Unconnected UDP: each datagram's destination is decided like a connect. */
+SEC("cgroup/sendmsg4")
+int tyr_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct decide d = {};
+	dest4(&d, ctx);
+	return on_connect(&d);
+}
+
+SEC("cgroup/sendmsg6")
+int tyr_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct decide d = {};
+	dest6(&d, ctx);
+	return on_connect(&d);
+}

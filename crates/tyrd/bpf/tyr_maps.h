@@ -1,0 +1,213 @@
+/* Structures shared between the BPF programs and tyrd (mirrored in src/kernel/maps.rs).
+ *
+ * The policy tables are the flat arrays of tyr_policy::compile::KernelTables, concatenated:
+ * every (layer, action) table and the binaries DFA has a descriptor holding its offsets into
+ * the shared arrays. The walk is the one of tyr_policy::compile::emulate. */
+#ifndef TYR_MAPS_H
+#define TYR_MAPS_H
+
+/* Path scratch: paths are written backwards ending at TYR_PATH_MAX; a path of TYR_PATH_MAX
+ * bytes or more fails closed. */
+#define TYR_PATH_MAX 4096
+#define TYR_SCRATCH_SIZE (2 * TYR_PATH_MAX)
+/* Dentry components plus mount hops walked for one path. */
+#define TYR_MAX_DEPTH 256
+#define TYR_MAX_LAYERS 64
+#define TYR_NUM_ACTIONS 5
+#define TYR_MAX_CANDIDATES 256
+/* Longest executable path the agent-executables table can hold. */
+#define TYR_EXE_KEY_LEN 256
+
+#define TYR_ACTION_FILE_READ 0
+#define TYR_ACTION_FILE_WRITE 1
+#define TYR_ACTION_EXEC 2
+#define TYR_ACTION_NET_CONNECT 3
+
+#define TYR_VERDICT_ALLOW 0
+#define TYR_VERDICT_ALERT 1
+#define TYR_VERDICT_DENY 2
+
+#define TYR_ENFORCED_NONE 0
+#define TYR_ENFORCED_BLOCKED 1
+#define TYR_ENFORCED_KILLED 2
+
+/* tyr_event.flags */
+#define TYR_EVENT_FAIL_CLOSED 1
+/* The path did not fit the event (it is empty). */
+#define TYR_EVENT_NO_PATH 2
+
+/* tyr_config.flags: allow events for every process, not only agents. */
+#define TYR_CONFIG_ALLOW_EVENTS_ALL 1
+
+/* tyr_counters indices (per-CPU u64). */
+#define TYR_COUNTER_RINGBUF_DROPS 0
+/* A child could not be recorded at fork (process map full): it is killed when governed. */
+#define TYR_COUNTER_FORK_FULL 1
+/* Walks that failed closed (path too long or deep, inconsistent tables). */
+#define TYR_COUNTER_FAIL_CLOSED 2
+#define TYR_COUNTERS 4
+
+/* Map sizes. */
+#define TYR_PROCS_MAX 65536
+#define TYR_CGROUPS_MAX 1024
+#define TYR_EXES_MAX 1024
+#define TYR_DOOMED_MAX 4096
+/* The policy tables are double-buffered: slot s (0 or 1) uses tyr_config[s], the table
+ * descriptors at s * TYR_TABLES_PER_SLOT, and the second half (s = 1) or first half (s = 0)
+ * of every other table array. tyr_active[0] names the slot the programs read: userspace
+ * fills the idle slot, flips it with one aligned 4-byte store, then waits for an RCU grace
+ * period (tyr_barrier) so that no running program still reads the old slot. */
+#define TYR_SLOTS 2
+#define TYR_TABLES_PER_SLOT (TYR_MAX_LAYERS * TYR_NUM_ACTIONS)
+#define TYR_TABLES_MAX (TYR_SLOTS * TYR_TABLES_PER_SLOT)
+#define TYR_CLASSES_MAX (256 * 256)
+#define TYR_NEXT_MAX (1 << 21)
+#define TYR_ACCEPT_MAX (1 << 18)
+#define TYR_BIN_MASKS_MAX (1 << 16)
+#define TYR_CANDS_MAX (1 << 18)
+#define TYR_RULES_MAX (1 << 16)
+#define TYR_PORTS_MAX (1 << 16)
+#define TYR_LPM_MAX (1 << 16)
+#define TYR_RINGBUF_SIZE (1 << 22)
+
+/* tgid → identity; set at exec (classifier, cgroup, binaries DFA), copied at fork. */
+struct tyr_proc {
+	__u64 discovered_id;
+	__u64 binary_mask;
+	__u8 agent_type_id;
+	__u8 flags;
+	__u16 _pad0;
+	__u32 _pad1;
+};
+_Static_assert(sizeof(struct tyr_proc) == 24, "tyr_proc layout");
+
+/* One byte-class DFA: classes[class_off + byte], next[next_off + state * nclasses + class],
+ * per-state data at accept_off + state (tyr_accept, or tyr_bin_masks for the binaries DFA). */
+struct tyr_dfa {
+	__u32 class_off;
+	__u32 next_off;
+	__u32 accept_off;
+	__u32 nclasses;
+	__u32 start;
+	__u32 dead;
+	__u32 nstates;
+	__u32 _pad;
+};
+_Static_assert(sizeof(struct tyr_dfa) == 32, "tyr_dfa layout");
+
+/* One (layer, action) table at index layer * TYR_NUM_ACTIONS + action. */
+struct tyr_table {
+	struct tyr_dfa dfa;
+	__u32 rule_off;
+	__u32 nrules;
+	__u32 cand_off;
+	__u32 any_off;
+	__u16 any_len;
+	__u8 deflt;
+	__u8 has_dfa;
+	/* Length of this table's candidate array. */
+	__u32 ncands;
+};
+_Static_assert(sizeof(struct tyr_table) == 56, "tyr_table layout");
+
+/* Candidates of one DFA state: cands[table.cand_off + off .. + len]. */
+struct tyr_accept {
+	__u32 off;
+	__u16 len;
+	__u16 _pad;
+};
+_Static_assert(sizeof(struct tyr_accept) == 8, "tyr_accept layout");
+
+/* One kernel-enforced rule (tyr_policy RuleMeta). */
+struct tyr_rule {
+	__u64 binary_req;
+	__u64 agent_mask;
+	__u64 domain_req;
+	__u32 rule;
+	/* Port ranges: tyr_ports[port_off .. port_off + port_len]; 0 = any port. */
+	__u32 port_off;
+	__u32 port_len;
+	__u8 verdict;
+	__u8 _pad[3];
+};
+_Static_assert(sizeof(struct tyr_rule) == 40, "tyr_rule layout");
+
+/* Inclusive port range of a net_connect rule. */
+struct tyr_port_range {
+	__u16 start;
+	__u16 end;
+};
+_Static_assert(sizeof(struct tyr_port_range) == 4, "tyr_port_range layout");
+
+/* Destination LPM trie key: (slot, layer, family) then the address, so that one trie holds
+ * every (slot, layer) table; prefixlen = 24 + the CIDR prefix length. IPv4 uses addr[0..4]. */
+struct tyr_lpm_key {
+	__u32 prefixlen;
+	__u8 slot;
+	__u8 layer;
+	__u8 family;
+	__u8 addr[16];
+	__u8 _pad;
+};
+_Static_assert(sizeof(struct tyr_lpm_key) == 24, "tyr_lpm_key layout");
+
+/* Candidates of one prefix: the table's cands[off .. off + len]. */
+struct tyr_lpm_val {
+	__u32 off;
+	__u16 len;
+	__u16 _pad;
+};
+_Static_assert(sizeof(struct tyr_lpm_val) == 8, "tyr_lpm_val layout");
+
+/* One slot of tyr_config. nlayers == 0: no tables loaded (nothing is decided). */
+struct tyr_config {
+	__u32 nlayers;
+	__u32 flags;
+	__u64 generation;
+	struct tyr_dfa binaries;
+	__u8 has_binaries;
+	__u8 _pad[7];
+	__u8 layer_agent[TYR_MAX_LAYERS];
+};
+_Static_assert(sizeof(struct tyr_config) == 120, "tyr_config layout");
+
+/* Key of the agent-executables table: the NUL-padded absolute path. */
+struct tyr_exe_key {
+	char path[TYR_EXE_KEY_LEN];
+};
+_Static_assert(sizeof(struct tyr_exe_key) == 256, "tyr_exe_key layout");
+
+/* Ring-buffer record: the header, then path_len bytes of path (records are cut after the
+ * path). rule == 0xffffffff: a default decided. */
+struct tyr_event {
+	__u64 ts_ns;
+	__u64 cgroup_id;
+	__u64 discovered_id;
+	__u64 generation;
+	__u32 pid;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 rule;
+	__u32 layer;
+	__u32 open_flags;
+	__u16 path_len;
+	__u8 action;
+	__u8 verdict;
+	__u8 enforced;
+	__u8 agent_type_id;
+	__u8 flags;
+	__u8 _pad[5];
+	/* net_connect: destination (family 4 or 6, IPv4 in addr[0..4]) and port. */
+	__u8 addr[16];
+	__u16 port;
+	__u8 family;
+	__u8 _pad2[5];
+	char comm[16];
+	char path[TYR_PATH_MAX];
+};
+_Static_assert(sizeof(struct tyr_event) == 4208, "tyr_event layout");
+#define TYR_EVENT_HEADER 112
+_Static_assert(__builtin_offsetof(struct tyr_event, path) == TYR_EVENT_HEADER, "tyr_event header");
+
+#endif

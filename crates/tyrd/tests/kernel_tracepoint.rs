@@ -1,0 +1,1010 @@
+//! The tracepoint tier on this kernel: real programs, real processes (SPEC §8).
+//!
+//! Needs root and a kernel that loads the tracepoint programs; otherwise every test prints
+//! `skipping: <reason>` and returns. Everything lives under a fresh temporary directory; the
+//! policy is an overlay for a test agent type, so no other process on the host is affected.
+//! Programs are detached when the fixture drops (also on failure).
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tyr_policy::compile::{KernelRequest, KernelResource, KernelTables, Limits, compile, emulate};
+use tyr_policy::glob::Homes;
+use tyr_policy::model::{Action, EffectiveSet, Overlay, Verdict};
+use tyrd::event::{Enforced, Kind};
+use tyrd::kernel::Tracepoints;
+use tyrd::kernel::events::{BootClock, EventReader, KernelEvent};
+use tyrd::kernel::maps::TyrProc;
+use tyrd::kernel::probe::{Tier, probe};
+
+/// One set of programs at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const AGENT: &str = "test-agent";
+const SECRET: &str = "TOP-SECRET-KEY";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    agent_id: u8,
+    rt: tokio::runtime::Runtime,
+    events: EventReader,
+    // Dropped last: detaches the programs.
+    tp: Tracepoints,
+}
+
+/// Why the kernel tests cannot run here (probed once).
+fn skip_reason() -> Option<String> {
+    static REASON: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    REASON.get_or_init(probe_skip).clone()
+}
+
+fn probe_skip() -> Option<String> {
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    if euid != 0 {
+        return Some("not root".into());
+    }
+    let report = probe();
+    if report.tier == Tier::Observe {
+        return Some(format!("no tracepoint tier: {}", report.reasons.join("; ")));
+    }
+    None
+}
+
+fn policy(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {{name: test-overlay}}
+spec:
+  rules:
+    - name: deny-ssh
+      action: file_read
+      resource_pattern: \"{r}/home/.ssh/**\"
+      verdict: deny
+    - name: deny-tool
+      action: exec
+      resource_pattern: \"{r}/bin/denied-*\"
+      verdict: deny
+    - name: alert-notes
+      action: file_write
+      resource_pattern: \"{r}/notes/**\"
+      verdict: alert
+"
+    )
+}
+
+fn tables(root: &Path) -> KernelTables {
+    let policy = tyr_policy::parse(&policy(root)).expect("test policy parses");
+    let set = EffectiveSet {
+        base: None,
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy,
+        }],
+    };
+    compile(&set, &Homes::default(), &Limits::default()).expect("test policy compiles")
+}
+
+fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Fixture)> {
+    setup_with(None)
+}
+
+fn setup_with(procs: Option<u32>) -> Option<(std::sync::MutexGuard<'static, ()>, Fixture)> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipping: {reason}");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().canonicalize().expect("canonical temp dir");
+    for sub in ["home/.ssh", "work", "bin", "notes"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+    }
+    std::fs::write(root.join("home/.ssh/id_rsa"), SECRET).expect("secret");
+    std::fs::write(root.join("home/public.txt"), "public").expect("public");
+    symlink(root.join("home/.ssh/id_rsa"), root.join("work/link")).expect("symlink");
+    std::fs::copy("/bin/true", root.join("bin/denied-true")).expect("copy true");
+    std::fs::copy("/bin/true", root.join("bin/fine-true")).expect("copy true");
+    std::fs::copy("/bin/sh", root.join("bin/agent-sh")).expect("copy sh");
+
+    let t = tables(&root);
+    let agent_id = t
+        .agent_types
+        .iter()
+        .position(|n| n == AGENT)
+        .expect("agent type") as u8
+        + 1;
+    let mut tp =
+        Tracepoints::load_with_capacity(procs).expect("tracepoint programs load and attach");
+    tp.load_tables(&t, 1, false).expect("tables load");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let events = rt.block_on(async { tp.events() }).expect("ring buffer");
+    Some((
+        guard,
+        Fixture {
+            dir,
+            root,
+            agent_id,
+            rt,
+            events,
+            tp,
+        },
+    ))
+}
+
+/// `sh -c "read _; SCRIPT"`: the script runs once a line is written to its stdin, so the
+/// shell can be marked as an agent before it does anything.
+fn gated(script: &str) -> Child {
+    gated_in("/bin/sh", script)
+}
+
+/// [`gated`] with another shell.
+fn gated_in(shell: &str, script: &str) -> Child {
+    Command::new(shell)
+        .arg("-c")
+        .arg(format!("read _; {script}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sh")
+}
+
+/// Releases the gate and returns stdout.
+fn release(mut child: Child) -> String {
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release");
+    let out = child.wait_with_output().expect("wait");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Fixture {
+    fn p(&self, rel: &str) -> String {
+        self.root.join(rel).display().to_string()
+    }
+
+    fn mark_agent(&mut self, pid: u32) {
+        let proc = TyrProc {
+            agent_type_id: self.agent_id,
+            discovered_id: 77,
+            ..TyrProc::default()
+        };
+        self.tp.set_process(pid, proc).expect("seed process");
+    }
+
+    /// Runs `script` in a shell marked as the test agent; returns stdout.
+    fn as_agent(&mut self, script: &str) -> String {
+        let child = gated(script);
+        self.mark_agent(child.id());
+        release(child)
+    }
+
+    /// The first event matching `pred` within 5 s.
+    fn event(&mut self, what: &str, pred: impl Fn(&KernelEvent) -> bool) -> KernelEvent {
+        let events = &mut self.events;
+        let found = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match events.next().await {
+                        Ok(Ok(ev)) if pred(&ev) => return ev,
+                        Ok(_) => {}
+                        Err(e) => panic!("ring buffer: {e}"),
+                    }
+                }
+            })
+            .await
+        });
+        found.unwrap_or_else(|_| panic!("no event within 5 s: {what}"))
+    }
+}
+
+fn killed_deny(ev: &KernelEvent, action: Action, path: &str) -> bool {
+    ev.action == action
+        && ev.verdict == Verdict::Deny
+        && ev.enforced == Enforced::Killed
+        && ev.path.as_deref() == Some(path)
+}
+
+#[test]
+fn agent_reading_a_denied_file_is_killed_and_reported() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let out = fx.as_agent(&format!(
+        "cat {secret}; echo rc=$?; cat {}",
+        fx.p("home/public.txt")
+    ));
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    assert!(
+        out.contains("rc=137"),
+        "cat was not killed by SIGKILL: {out:?}"
+    );
+    assert!(out.contains("public"), "an allowed read failed: {out:?}");
+    let ev = fx.event("deny of the secret", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+    assert_eq!(ev.comm, "cat");
+    assert_eq!(ev.agent_type_id, fx.agent_id);
+    assert_eq!(ev.discovered_id, 77);
+    assert_eq!(ev.layer, 1, "the overlay decided");
+    assert_eq!(ev.rule, Some(0), "rule deny-ssh decided");
+    assert!(!ev.fail_closed);
+    assert_eq!(fx.tp.counters().expect("counters").ringbuf_drops, 0);
+    let clock = BootClock::new().expect("clock");
+    let event = ev.to_event(&tables(&fx.root), &clock);
+    assert_eq!(event.kind, Kind::FileRead);
+    assert_eq!(event.verdict, tyrd::event::Verdict::Deny);
+    assert_eq!(event.rule.as_deref(), Some("deny-ssh"));
+    assert_eq!(event.agent_type.as_deref(), Some(AGENT));
+    assert_eq!(event.resource, secret);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    assert!(
+        now.abs_diff(event.timestamp_ns) < 60_000_000_000,
+        "timestamp off"
+    );
+}
+
+#[test]
+fn the_same_read_by_a_non_agent_succeeds() {
+    let Some((_g, fx)) = setup() else { return };
+    let child = gated(&format!("cat {}; echo rc=$?", fx.p("home/.ssh/id_rsa")));
+    let out = release(child);
+    assert!(out.contains(SECRET) && out.contains("rc=0"), "{out:?}");
+}
+
+#[test]
+/// `e`: listing the protected directory itself (`dir/**` matches `dir`).
+fn symlink_dotdot_and_relative_paths_are_resolved() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let script = format!(
+        "cd {work}; cat link; echo a=$?; cat ../home/.ssh/id_rsa; echo b=$?; \
+         cd ../home; cat .ssh/id_rsa; echo c=$?; cat {work}/../home/./.ssh//id_rsa; echo d=$?; \
+         ls .ssh; echo e=$?",
+        work = fx.p("work")
+    );
+    let out = fx.as_agent(&script);
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    for k in ["a", "b", "c", "d", "e"] {
+        assert!(
+            out.contains(&format!("{k}=137")),
+            "{k}: not killed: {out:?}"
+        );
+    }
+    let secret = fx.p("home/.ssh/id_rsa");
+    fx.event("deny via a symlink", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+}
+
+#[test]
+fn exec_of_a_denied_binary_is_killed_before_it_runs() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let denied = fx.p("bin/denied-true");
+    let out = fx.as_agent(&format!(
+        "{denied}; echo a=$?; {}; echo b=$?",
+        fx.p("bin/fine-true")
+    ));
+    assert!(out.contains("a=137"), "denied exec not killed: {out:?}");
+    assert!(out.contains("b=0"), "allowed exec failed: {out:?}");
+    let ev = fx.event("deny of the exec", |e| {
+        killed_deny(e, Action::Exec, &denied)
+    });
+    assert_eq!(ev.rule, Some(1), "rule deny-tool decided");
+}
+
+#[test]
+fn descendants_inherit_the_identity_and_entries_are_removed_at_exit() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    // Double fork into a new session: the grandchild is reparented and still governed.
+    let script = format!("( setsid sh -c 'cat {secret}; echo rc=$?' & ); wait");
+    let child = gated(&script);
+    let pid = child.id();
+    fx.mark_agent(pid);
+    let out = release(child);
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    assert!(out.contains("rc=137"), "grandchild not killed: {out:?}");
+    let ev = fx.event("deny in a grandchild", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+    assert_ne!(ev.tgid, pid);
+    assert_eq!(ev.agent_type_id, fx.agent_id);
+    assert_eq!(
+        fx.tp.process(pid).expect("lookup"),
+        None,
+        "exit removes the entry"
+    );
+}
+
+#[test]
+fn allow_and_alert_events_of_agents_are_reported() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let note = fx.p("notes/n.txt");
+    let public = fx.p("home/public.txt");
+    let out = fx.as_agent(&format!(
+        "echo hi > {note}; echo w=$?; cat {public} >/dev/null; echo r=$?"
+    ));
+    assert!(out.contains("w=0") && out.contains("r=0"), "{out:?}");
+    let alert = fx.event("alert on the write", |e| {
+        e.action == Action::FileWrite && e.path.as_deref() == Some(note.as_str())
+    });
+    assert_eq!(
+        (alert.verdict, alert.enforced),
+        (Verdict::Alert, Enforced::None)
+    );
+    assert_eq!(alert.rule, Some(2));
+    let allow = fx.event("allow of the read", |e| {
+        e.action == Action::FileRead && e.path.as_deref() == Some(public.as_str())
+    });
+    assert_eq!((allow.verdict, allow.rule), (Verdict::Allow, None));
+}
+
+#[test]
+fn agent_executables_are_classified_at_exec() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let agent_sh = fx.root.join("bin/agent-sh");
+    let id = fx.agent_id;
+    fx.tp.set_agent_exe(&agent_sh, id).expect("agent exe");
+    let secret = fx.p("home/.ssh/id_rsa");
+    let out = Command::new(&agent_sh)
+        .arg("-c")
+        .arg(format!("cat {secret}; echo rc=$?"))
+        .output()
+        .expect("run agent-sh");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("rc=137") && !out.contains(SECRET), "{out:?}");
+    let _ = &fx.dir;
+}
+
+#[test]
+fn a_child_that_cannot_be_recorded_is_killed_not_ungoverned() {
+    // Room for the agent shell only: its child cannot be recorded at fork.
+    let Some((_g, mut fx)) = setup_with(Some(1)) else {
+        return;
+    };
+    let out = fx.as_agent(&format!("cat {}; echo rc=$?", fx.p("home/public.txt")));
+    assert!(
+        out.contains("rc=137"),
+        "unrecorded child was not killed: {out:?}"
+    );
+    let ev = fx.event("fail-closed kill", |e| {
+        e.fail_closed && e.enforced == Enforced::Killed
+    });
+    assert_eq!(ev.verdict, Verdict::Deny);
+    assert!(fx.tp.counters().expect("counters").fork_full >= 1);
+}
+
+/// A cgroup v2 directory for the test, removed on drop (and the hierarchy unmounted when the
+/// test mounted it).
+struct Cgroup {
+    dir: PathBuf,
+    mounted: Option<PathBuf>,
+}
+
+impl Cgroup {
+    fn new(tmp: &Path) -> Cgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let existing = mountinfo.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mount_point = pre.split(' ').nth(4)?;
+            (post.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
+        });
+        let (root, mounted) = match existing {
+            Some(root) => (root, None),
+            None => {
+                let root = tmp.join("cgroup2");
+                std::fs::create_dir_all(&root).expect("mkdir cgroup2");
+                let ok = Command::new("mount")
+                    .args(["-t", "cgroup2", "none"])
+                    .arg(&root)
+                    .status()
+                    .expect("mount")
+                    .success();
+                assert!(ok, "mount -t cgroup2 failed");
+                (root.clone(), Some(root))
+            }
+        };
+        let dir = root.join(format!("tyr-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir cgroup");
+        Cgroup { dir, mounted }
+    }
+
+    fn id(&self) -> u64 {
+        std::fs::metadata(&self.dir).expect("cgroup").ino()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+        if let Some(root) = &self.mounted {
+            let _ = Command::new("umount").arg(root).status();
+        }
+    }
+}
+
+#[test]
+fn processes_launched_in_an_agent_cgroup_are_governed() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let cg = Cgroup::new(&fx.root);
+    let id = fx.agent_id;
+    fx.tp.set_cgroup_agent(cg.id(), id).expect("cgroup agent");
+    let secret = fx.p("home/.ssh/id_rsa");
+    // Join the cgroup, then exec: the exec is classified by the cgroup (like `tyr run`).
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /bin/sh -c 'cat {secret}; echo rc=$?'",
+        cg.dir.display()
+    );
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("rc=137") && !out.contains(SECRET), "{out:?}");
+    let ev = fx.event("deny in the cgroup", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+    assert_eq!(ev.cgroup_id, cg.id());
+}
+
+#[test]
+fn paths_too_long_for_the_kernel_fail_closed() {
+    let Some((_g, mut fx)) = setup() else { return };
+    // 17 components of 250 bytes: the canonical path exceeds 4 KiB. No absolute path argument
+    // may be that long, so the tree is built and entered with relative steps from the test
+    // process's working directory (restored on drop; tests are serialised). No rule matches
+    // the file: only the failed walk can deny it.
+    struct Cwd(PathBuf);
+    impl Drop for Cwd {
+        fn drop(&mut self) {
+            let _ = std::env::set_current_dir(&self.0);
+        }
+    }
+    let cwd = Cwd(std::env::current_dir().expect("cwd"));
+    std::env::set_current_dir(fx.root.join("work")).expect("cd");
+    let name = "n".repeat(250);
+    for _ in 0..17 {
+        std::fs::create_dir(&name).expect("mkdir deep");
+        std::env::set_current_dir(&name).expect("cd deep");
+    }
+    std::fs::write("f", "deep").expect("deep file");
+    let child = gated("cat f; echo rc=$?");
+    drop(cwd);
+    fx.mark_agent(child.id());
+    let out = release(child);
+    assert!(out.contains("rc=137"), "over-long path not killed: {out:?}");
+    let ev = fx.event("fail-closed deny", |e| {
+        e.fail_closed && e.action == Action::FileRead
+    });
+    assert_eq!((ev.verdict, ev.path), (Verdict::Deny, None));
+    assert!(fx.tp.counters().expect("counters").fail_closed >= 1);
+}
+
+/// Kernel verdicts equal the emulator's (`tyr_policy::compile::emulate`) for the same tables,
+/// over globs with `*`, `**`, `?`, classes, first-match order, binary filters and two layers.
+#[test]
+fn kernel_verdicts_match_the_emulator() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let r = fx.root.display().to_string();
+    let overlay = format!(
+        "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {{name: diff-overlay}}
+spec:
+  rules:
+    - {{name: keys, action: file_read, resource_pattern: \"{r}/d/*.key\", verdict: deny}}
+    - {{name: secrets, action: file_read, resource_pattern: \"{r}/d/**/secret?\", verdict: alert}}
+    - {{name: class, action: file_read, resource_pattern: \"{r}/d/[a-c]*/x\", verdict: deny}}
+    - {{name: head-only, action: file_read, resource_pattern: \"{r}/d/**\", verdict: deny, binaries: [\"/usr/bin/head\"]}}
+    - {{name: b-tree, action: file_read, resource_pattern: \"{r}/d/b/**\", verdict: deny}}
+"
+    );
+    let base = format!(
+        "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {{name: diff-base}}
+spec:
+  rules:
+    - {{name: base-alert, action: file_read, resource_pattern: \"{r}/d/base/**\", verdict: alert}}
+"
+    );
+    let set = EffectiveSet {
+        base: Some(tyr_policy::parse(&base).expect("base")),
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy: tyr_policy::parse(&overlay).expect("overlay"),
+        }],
+    };
+    let tables = compile(&set, &Homes::default(), &Limits::default()).expect("compile");
+    fx.tp.load_tables(&tables, 2, false).expect("tables");
+    let agent = tables
+        .agent_types
+        .iter()
+        .position(|n| n == AGENT)
+        .expect("agent") as u8
+        + 1;
+    fx.agent_id = agent;
+
+    let files = [
+        "d/a.key",
+        "d/x/secret1",
+        "d/secret2",
+        "d/apple/x",
+        "d/zz/x",
+        "d/b/c/d",
+        "d/b.key",
+        "d/base/f",
+        "d/base/secret3",
+        "d/plain",
+        "other",
+    ];
+    let mut script = String::new();
+    for f in files {
+        let p = fx.root.join(f);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, "x").expect("write");
+        script.push_str(&format!("cat {} >/dev/null; echo {f}=$?; ", p.display()));
+    }
+    let out = fx.as_agent(&script);
+    let cat = std::fs::canonicalize("/bin/cat").expect("cat");
+    let binary_mask = tables
+        .binaries
+        .walk(cat.as_os_str().as_encoded_bytes())
+        .and_then(|s| tables.binary_masks.get(s as usize).copied())
+        .unwrap_or(0);
+    for f in files {
+        let path = fx.p(f);
+        let want = emulate(
+            &tables,
+            &KernelRequest {
+                action: Action::FileRead,
+                agent_type_id: agent,
+                binary_mask,
+                domain_mask: 0,
+                resource: KernelResource::Path(path.clone().into_bytes()),
+            },
+        );
+        let ev = fx.event(&path, |e| {
+            e.comm == "cat" && e.action == Action::FileRead && e.path.as_deref() == Some(&path)
+        });
+        assert_eq!(
+            (ev.verdict, ev.layer, ev.rule, ev.fail_closed),
+            (want.verdict, want.layer, want.rule, want.fail_closed),
+            "{f}"
+        );
+        let rc = if want.verdict == Verdict::Deny {
+            137
+        } else {
+            0
+        };
+        assert!(
+            out.contains(&format!("{f}={rc}")),
+            "{f}: want rc {rc}: {out:?}"
+        );
+    }
+}
+
+/// Reloading switches between the two table slots; each reload takes effect whole.
+#[test]
+fn reloaded_tables_take_effect() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let script = format!("cat {secret} >/dev/null; echo rc=$?");
+    let allow_all = compile(
+        &EffectiveSet {
+            base: None,
+            overlays: Vec::new(),
+        },
+        &Homes::default(),
+        &Limits::default(),
+    )
+    .expect("audit tables");
+    let deny = tables(&fx.root);
+    // Slot 1 was filled by setup; now 0 (audit), 1 (deny again), 0 (audit again).
+    for (generation, t, rc) in [(2, &allow_all, 0), (3, &deny, 137), (4, &allow_all, 0)] {
+        fx.tp.load_tables(t, generation, false).expect("reload");
+        let out = fx.as_agent(&script);
+        assert!(
+            out.contains(&format!("rc={rc}")),
+            "generation {generation}: {out:?}"
+        );
+    }
+}
+
+/// A bpffs directory of pins, removed on drop (which detaches the pinned programs).
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Pinned programs and maps outlive the daemon that loaded them; a restarted daemon adopts
+/// the maps (identities survive) and replaces the programs.
+#[test]
+fn a_restarted_daemon_adopts_the_pinned_state() {
+    let Some((_g, fx)) = setup() else { return };
+    let Fixture {
+        dir,
+        root,
+        agent_id,
+        tp,
+        ..
+    } = fx;
+    drop(tp);
+    let pins = Pins(PathBuf::from(format!(
+        "/sys/fs/bpf/tyr-test-{}",
+        std::process::id()
+    )));
+    let mut first = Tracepoints::load_pinned(&pins.0).expect("first daemon");
+    first.load_tables(&tables(&root), 1, false).expect("tables");
+    let secret = root.join("home/.ssh/id_rsa");
+    let child = gated(&format!("cat {}; echo rc=$?", secret.display()));
+    let proc = TyrProc {
+        agent_type_id: agent_id,
+        discovered_id: 9,
+        ..TyrProc::default()
+    };
+    first.set_process(child.id(), proc).expect("seed");
+    drop(first);
+    // Between daemons: still enforced (the gate is released under the second daemon, but the
+    // identity was recorded by the first).
+    let mut second = Tracepoints::load_pinned(&pins.0).expect("second daemon");
+    assert_eq!(second.process(child.id()).expect("lookup"), Some(proc));
+    let out = release(child);
+    assert!(out.contains("rc=137") && !out.contains(SECRET), "{out:?}");
+    drop(second);
+    drop(pins);
+    drop(dir);
+}
+
+/// Fork churn under an agent: every child is governed while it lives and removed when it
+/// exits, so the identity map ends empty.
+#[test]
+fn process_churn_leaves_no_identity_behind() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let script = format!(
+        "i=0; while [ $i -lt 500 ]; do /bin/true; i=$((i+1)); done; \
+         {}; echo rc=$?",
+        fx.p("bin/denied-true")
+    );
+    let out = fx.as_agent(&script);
+    assert!(
+        out.contains("rc=137"),
+        "the 501st child was not governed: {out:?}"
+    );
+    let left = fx.tp.processes().expect("processes");
+    assert!(left.is_empty(), "identities left behind: {left:?}");
+}
+
+/// `net_connect` on the tracepoint tier: `cgroup/connect4/6` return `EPERM` (no kill).
+#[test]
+fn agent_connections_to_denied_destinations_get_eperm() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let open = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let (dp, op) = (
+        denied.local_addr().expect("addr").port(),
+        open.local_addr().expect("addr").port(),
+    );
+    let overlay = format!(
+        "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {{name: net-overlay}}
+spec:
+  rules:
+    - {{name: no-local-port, action: net_connect, cidrs: [127.0.0.0/8], ports: [{dp}], verdict: deny}}
+    - {{name: local-alert, action: net_connect, cidrs: [127.0.0.0/8], verdict: alert}}
+"
+    );
+    let set = EffectiveSet {
+        base: None,
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy: tyr_policy::parse(&overlay).expect("overlay"),
+        }],
+    };
+    let t = compile(&set, &Homes::default(), &Limits::default()).expect("compile");
+    fx.tp.load_tables(&t, 5, false).expect("tables");
+    // bash's /dev/tcp connects; ::ffff:127.0.0.1 is IPv4-mapped IPv6 (decided as IPv4).
+    let mut script = format!(
+        "(exec 3<>/dev/tcp/127.0.0.1/{dp}) 2>/dev/null; echo a=$?; \
+         (exec 3<>/dev/tcp/127.0.0.1/{op}) 2>/dev/null; echo b=$?; "
+    );
+    let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
+    if v6 {
+        script.push_str(&format!(
+            "(exec 3<>/dev/tcp/::ffff:127.0.0.1/{dp}) 2>/dev/null; echo c=$?; "
+        ));
+    }
+    let child = gated_in("/bin/bash", &script);
+    fx.mark_agent(child.id());
+    let out = release(child);
+    assert!(out.contains("a=1"), "denied connect went through: {out:?}");
+    assert!(out.contains("b=0"), "allowed connect failed: {out:?}");
+    if v6 {
+        assert!(
+            out.contains("c=1"),
+            "IPv4-mapped connect went through: {out:?}"
+        );
+    }
+    let ev = fx.event("blocked connect", |e| {
+        e.action == Action::NetConnect && e.verdict == Verdict::Deny
+    });
+    assert_eq!(ev.enforced, Enforced::Blocked);
+    assert_eq!(ev.dest, Some(([127, 0, 0, 1], dp).into()));
+    assert_eq!(ev.rule, Some(0));
+    let alert = fx.event("alert on the other port", |e| {
+        e.action == Action::NetConnect && e.dest == Some(([127, 0, 0, 1], op).into())
+    });
+    assert_eq!((alert.verdict, alert.rule), (Verdict::Alert, Some(1)));
+    // The same connects from a non-agent are not decided by the overlay.
+    let out = release(gated_in("/bin/bash", &script));
+    assert!(
+        out.contains("a=0") && out.contains("b=0"),
+        "non-agent: {out:?}"
+    );
+}
+
+/// Destination verdicts equal the emulator's: CIDR first-match, port ranges, catch-alls,
+/// IPv6 and IPv4-mapped IPv6 (all on loopback, so connects fail fast when allowed).
+#[test]
+fn kernel_net_verdicts_match_the_emulator() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let overlay = "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {name: net-diff}
+spec:
+  rules:
+    - {name: r0, action: net_connect, cidrs: [127.1.0.0/16], ports: [\"8000-8100\"], verdict: deny}
+    - {name: r1, action: net_connect, cidrs: [127.2.0.0/16], verdict: alert}
+    - {name: r2, action: net_connect, cidrs: [127.2.3.4/32], verdict: deny}
+    - {name: r3, action: net_connect, cidrs: [\"::1/128\"], verdict: allow}
+    - {name: r4, action: net_connect, ports: [443], verdict: deny}
+";
+    let set = EffectiveSet {
+        base: None,
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy: tyr_policy::parse(overlay).expect("overlay"),
+        }],
+    };
+    let tables = compile(&set, &Homes::default(), &Limits::default()).expect("compile");
+    fx.tp.load_tables(&tables, 6, false).expect("tables");
+    let v6 = Path::new("/proc/net/if_inet6").exists();
+    // (host as bash writes it, expected destination in the event)
+    let mut cases: Vec<(&str, std::net::SocketAddr)> = vec![
+        ("127.1.0.1/8050", "127.1.0.1:8050".parse().expect("addr")),
+        ("127.1.0.1/9000", "127.1.0.1:9000".parse().expect("addr")),
+        ("127.2.3.4/80", "127.2.3.4:80".parse().expect("addr")),
+        ("127.3.0.1/443", "127.3.0.1:443".parse().expect("addr")),
+        ("127.3.0.1/80", "127.3.0.1:80".parse().expect("addr")),
+    ];
+    if v6 {
+        cases.push(("::1/443", "[::1]:443".parse().expect("addr")));
+        cases.push((
+            "::ffff:127.1.0.1/8060",
+            "127.1.0.1:8060".parse().expect("addr"),
+        ));
+    }
+    let script: String = cases
+        .iter()
+        .map(|(host, _)| format!("(exec 3<>/dev/tcp/{host}) 2>/dev/null; "))
+        .collect();
+    let child = gated_in("/bin/bash", &script);
+    let agent = fx.agent_id;
+    fx.mark_agent(child.id());
+    release(child);
+    for (host, dest) in cases {
+        let (family, addr) = match dest.ip() {
+            std::net::IpAddr::V4(v4) => {
+                let mut a = [0u8; 16];
+                a[..4].copy_from_slice(&v4.octets());
+                (4, a)
+            }
+            std::net::IpAddr::V6(v6) => (6, v6.octets()),
+        };
+        let want = emulate(
+            &tables,
+            &KernelRequest {
+                action: Action::NetConnect,
+                agent_type_id: agent,
+                binary_mask: 0,
+                domain_mask: 0,
+                resource: KernelResource::Addr {
+                    family,
+                    addr,
+                    port: dest.port(),
+                },
+            },
+        );
+        let ev = fx.event(host, |e| {
+            e.action == Action::NetConnect && e.dest == Some(dest)
+        });
+        assert_eq!(
+            (ev.verdict, ev.layer, ev.rule, ev.fail_closed),
+            (want.verdict, want.layer, want.rule, want.fail_closed),
+            "{host}"
+        );
+        let enforced = match want.verdict {
+            Verdict::Deny => Enforced::Blocked,
+            _ => Enforced::None,
+        };
+        assert_eq!(ev.enforced, enforced, "{host}");
+    }
+}
+
+/// Unconnected UDP (`sendmsg4`): the datagram to a denied destination gets `EPERM`. The test
+/// process itself is marked as the agent for the duration (and unmarked by a guard).
+#[test]
+fn agent_datagrams_to_denied_destinations_get_eperm() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+    let port = sink.local_addr().expect("addr").port();
+    let overlay = format!(
+        "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {{name: udp}}
+spec:
+  rules:
+    - {{name: no-udp, action: net_connect, cidrs: [127.0.0.0/8], ports: [{port}], verdict: deny}}
+"
+    );
+    let set = EffectiveSet {
+        base: None,
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy: tyr_policy::parse(&overlay).expect("overlay"),
+        }],
+    };
+    let t = compile(&set, &Homes::default(), &Limits::default()).expect("compile");
+    fx.tp.load_tables(&t, 7, false).expect("tables");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+    let target = sink.local_addr().expect("addr");
+    assert!(sender.send_to(b"x", target).is_ok(), "not yet an agent");
+
+    struct Unmark<'a>(&'a mut Tracepoints);
+    impl Drop for Unmark<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.remove_process(std::process::id());
+        }
+    }
+    fx.mark_agent(std::process::id());
+    let guard = Unmark(&mut fx.tp);
+    let err = sender
+        .send_to(b"x", target)
+        .expect_err("datagram went through");
+    drop(guard);
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    let ev = fx.event("blocked datagram", |e| {
+        e.action == Action::NetConnect && e.dest == Some(target)
+    });
+    assert_eq!(
+        (ev.verdict, ev.enforced),
+        (Verdict::Deny, Enforced::Blocked)
+    );
+    assert!(sender.send_to(b"x", target).is_ok(), "unmarked again");
+}
+
+/// `open_by_handle_at` names no path at all; the returned fd's file is still canonical.
+/// The helper is compiled with the C compiler the build already needs (skipped without it).
+#[test]
+fn opens_by_file_handle_are_decided_too() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let src = fx.root.join("work/byhandle.c");
+    let bin = fx.root.join("bin/byhandle");
+    std::fs::write(
+        &src,
+        r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct file_handle *h = malloc(sizeof(*h) + MAX_HANDLE_SZ);
+    int mount_id;
+    h->handle_bytes = MAX_HANDLE_SZ;
+    if (name_to_handle_at(AT_FDCWD, argv[1], h, &mount_id, 0)) { perror("name"); return 2; }
+    int dir = open(argv[2], O_RDONLY | O_DIRECTORY);
+    getchar();
+    int fd = open_by_handle_at(dir, h, O_RDONLY);
+    if (fd < 0) { perror("open_by_handle_at"); return 3; }
+    char buf[64];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n > 0) fwrite(buf, 1, n, stdout);
+    return 0;
+}
+"#,
+    )
+    .expect("helper source");
+    let clang = std::env::var("TYR_CLANG").unwrap_or_else(|_| "clang".into());
+    let built = Command::new(&clang).arg("-o").arg(&bin).arg(&src).status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: cannot compile the helper with {clang}");
+        return;
+    }
+    let secret = fx.p("home/.ssh/id_rsa");
+    let child = Command::new(&bin)
+        .arg(&secret)
+        .arg(fx.p("home"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("helper");
+    fx.mark_agent(child.id());
+    let mut child = child;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\n")
+        .expect("release");
+    let out = child.wait_with_output().expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "not killed: {out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
+    fx.event("deny by handle", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+}
+
+/// The base layer governs every process, classified or not (SPEC §6 "Layers").
+#[test]
+fn the_base_policy_holds_for_unclassified_processes() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let key = fx.p("home/base.key");
+    std::fs::write(&key, SECRET).expect("key");
+    let base = format!(
+        "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {{name: strict-base}}
+spec:
+  rules:
+    - {{name: base-key, action: file_read, resource_pattern: \"{key}\", verdict: deny}}
+"
+    );
+    let set = EffectiveSet {
+        base: Some(tyr_policy::parse(&base).expect("base")),
+        overlays: Vec::new(),
+    };
+    let t = compile(&set, &Homes::default(), &Limits::default()).expect("compile");
+    fx.tp.load_tables(&t, 8, false).expect("tables");
+    let out = release(gated(&format!("cat {key}; echo rc=$?")));
+    assert!(out.contains("rc=137") && !out.contains(SECRET), "{out:?}");
+    let ev = fx.event("base deny", |e| killed_deny(e, Action::FileRead, &key));
+    assert_eq!((ev.layer, ev.rule, ev.agent_type_id), (0, Some(0), 0));
+}
+
+/// Events the ring buffer cannot take are counted, not lost silently (nobody reads here).
+#[test]
+fn ring_buffer_overflow_is_counted() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let file = fx.p("home/public.txt");
+    // 40k allow events of ~150 bytes do not fit the 4 MiB ring.
+    let out = fx.as_agent(&format!(
+        "i=0; while [ $i -lt 40000 ]; do : < {file}; i=$((i+1)); done; echo done"
+    ));
+    assert!(out.contains("done"), "{out:?}");
+    let drops = fx.tp.counters().expect("counters").ringbuf_drops;
+    assert!(drops > 0, "no drop counted");
+}
