@@ -50,9 +50,7 @@ fn server_binary() -> Option<PathBuf> {
     match built {
         Ok(s) if s.success() && bin.exists() => Some(bin),
         other => {
-            eprintln!(
-                "SKIPPED: tyr-server cannot be built yet ({other:?}); the end-to-end test did not run"
-            );
+            tyr_testkit::skip(&format!("tyr-server cannot be built ({other:?})"));
             None
         }
     }

@@ -19,6 +19,16 @@ use std::time::{Duration, Instant};
 pub use daemon::TestDaemon;
 pub use server::{Admin, Db, TestServer};
 
+/// Reports that a test cannot run here (`skipping: <reason>` on stderr) so the caller can
+/// return. Under CI (`CI` set and not `false`), which provides root, BPF, QEMU and
+/// PostgreSQL, a skip would hide a broken set-up: it panics instead.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
+        panic!("CI must run this test, but: {reason}");
+    }
+    eprintln!("skipping: {reason}");
+}
+
 /// How often [`wait_for`] re-checks.
 const POLL: Duration = Duration::from_millis(20);
 

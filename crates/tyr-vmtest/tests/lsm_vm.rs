@@ -50,15 +50,6 @@ fn kernel() -> &'static Result<PathBuf, String> {
     })
 }
 
-/// Prints why the test cannot run here and returns; under CI (`CI` set), where root, QEMU and
-/// the Debian archive are provided, a skip would hide a broken set-up, so it fails instead.
-fn skip(reason: &str) {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
-        panic!("CI must run this test, but: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
@@ -91,7 +82,7 @@ fn boot(kernel: &Path, lsm: Option<&str>) -> (Option<i32>, String) {
 fn lsm_program_is_enforced_in_the_guest_and_refused_on_the_host() {
     let kernel = match kernel() {
         Ok(kernel) => kernel,
-        Err(reason) => return skip(reason),
+        Err(reason) => return tyr_testkit::skip(reason),
     };
     let host = run(Command::new(SELFTEST).arg("host-refused"));
     assert!(host.status.success(), "host check: {}", text(&host));
@@ -115,7 +106,7 @@ fn lsm_program_is_enforced_in_the_guest_and_refused_on_the_host() {
 fn a_guest_without_the_bpf_lsm_fails_the_run() {
     let kernel = match kernel() {
         Ok(kernel) => kernel,
-        Err(reason) => return skip(reason),
+        Err(reason) => return tyr_testkit::skip(reason),
     };
     let (status, console) = boot(kernel, Some("lockdown,capability,landlock,yama"));
     assert_eq!(status, Some(1), "the VM run did not fail:\n{console}");

@@ -101,7 +101,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Fixture)> {
 fn setup_with(procs: Option<u32>) -> Option<(std::sync::MutexGuard<'static, ()>, Fixture)> {
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(reason) = skip_reason() {
-        eprintln!("skipping: {reason}");
+        tyr_testkit::skip(&reason);
         return None;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -940,7 +940,7 @@ int main(int argc, char **argv) {
     let clang = std::env::var("TYR_CLANG").unwrap_or_else(|_| "clang".into());
     let built = Command::new(&clang).arg("-o").arg(&bin).arg(&src).status();
     if !built.is_ok_and(|s| s.success()) {
-        eprintln!("skipping: cannot compile the helper with {clang}");
+        tyr_testkit::skip(&format!("cannot compile the helper with {clang}"));
         return;
     }
     let secret = fx.p("home/.ssh/id_rsa");
