@@ -29,7 +29,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{Ctx, agents, events, policies, session, tokens, users};
+use commands::{Ctx, agents, events, policies, run, session, tokens, users};
 
 /// Command-line interface of Tyr, the governor of AI coding agents.
 #[derive(Parser)]
@@ -81,6 +81,8 @@ enum Command {
     /// Console and CLI users.
     #[command(subcommand)]
     User(users::UserCommand),
+    /// Run a command as an AI agent of the given type (governed by the local tyrd).
+    Run(run::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +111,7 @@ pub fn main_entry() -> ExitCode {
         Command::Audit(c) => events::run(&ctx, c),
         Command::Drift(args) => events::drift(&ctx, &args),
         Command::User(c) => users::run(&ctx, c),
+        Command::Run(args) => run::run(&args),
     };
     match result {
         Ok(code) => code,

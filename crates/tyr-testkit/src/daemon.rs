@@ -92,6 +92,9 @@ impl TestDaemon {
             .arg(self.config_path())
             .args(args)
             .env("NO_COLOR", "1")
+            // A test daemon never pins into the host's /sys/fs/bpf/tyr: its programs go away
+            // with it, and a production daemon's pinned enforcement is never touched.
+            .env("TYRD_BPF_PIN_DIR", "")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stderr(log);

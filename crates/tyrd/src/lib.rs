@@ -4,6 +4,7 @@
 
 pub mod agent_plane;
 pub mod config;
+pub mod enforce;
 pub mod enroll;
 pub mod event;
 pub mod kernel;

@@ -1,9 +1,11 @@
-//! `tyrd`, the Tyr host daemon: reads `/etc/tyr/tyrd.yaml`, runs the event pipeline into the
-//! on-disk spool, reports spool state. Logs go to stderr.
+//! `tyrd`, the Tyr host daemon: reads `/etc/tyr/tyrd.yaml`, enforces the pushed policy in the
+//! kernel, runs the event pipeline into the on-disk spool, reports spool state. Logs go to
+//! stderr.
 
 use std::io::{BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -12,7 +14,9 @@ use tokio::sync::mpsc;
 
 use tyrd::agent_plane::link::{SpoolRequest, SpoolServer};
 use tyrd::config::{self, Config};
+use tyrd::enforce::Enforcer;
 use tyrd::event::Event;
+use tyrd::kernel::events::{EventError, EventReader, KernelEvent};
 use tyrd::pipeline::aggregate::{Aggregator, DEFAULT_MAX_KEYS, DEFAULT_WINDOW};
 use tyrd::pipeline::source::{JsonLines, LineError};
 use tyrd::pipeline::spool::{self, Spool, SpoolOptions};
@@ -149,14 +153,12 @@ async fn run_async(
         "tyrd started"
     );
 
-    let mut source = match events_from {
-        Some(path) => Some(start_reader(path)?),
-        None => {
-            tracing::warn!("no event source: the kernel reader is not built yet");
-            None
-        }
-    };
-    let mut plane = tyrd::stream::start(config, config_path, stats.last_seq)
+    let mut source = events_from.map(start_reader).transpose()?;
+    let (enforcer, mut kernel) = Enforcer::start(config, events_from.is_none())?;
+    let report = enforcer.report();
+    tracing::info!(tier = ?report.tier(), reason = %report.downgrade_reason, "enforcement");
+    let enforcer = Arc::new(Mutex::new(enforcer));
+    let mut plane = tyrd::stream::start(config, config_path, stats.last_seq, enforcer.clone())
         .await
         .map_err(|e| format!("agent plane: {e}"))?;
     let mut pipeline = Pipeline::new(
@@ -184,7 +186,27 @@ async fn run_async(
                     log_counts("event source finished", counts);
                 }
             },
-            _ = ticker.tick() => pipeline.tick(Instant::now()).map_err(|e| format!("spool: {e}"))?,
+            record = next_kernel_event(&mut kernel) => match record {
+                Ok(Ok(k)) => {
+                    let event = lock(&enforcer).to_event(&k);
+                    if let Some(event) = event {
+                        pipeline.ingest(event, Instant::now()).map_err(|e| format!("spool: {e}"))?;
+                    }
+                }
+                Ok(Err(bad)) => {
+                    tracing::error!("{bad}");
+                    pipeline.reject();
+                }
+                Err(e) => return Err(format!("kernel ring buffer: {e}")),
+            },
+            _ = ticker.tick() => {
+                pipeline.tick(Instant::now()).map_err(|e| format!("spool: {e}"))?;
+                let drops = lock(&enforcer).ring_drops();
+                if drops > 0 {
+                    tracing::warn!(drops, "kernel ring buffer overflowed");
+                    pipeline.spool_mut().record_ring_drops(drops).map_err(|e| format!("spool: {e}"))?;
+                }
+            }
             request = next_spool_request(&mut plane) => {
                 if let Some(p) = &plane {
                     p.serve(request, pipeline.spool_mut());
@@ -198,6 +220,7 @@ async fn run_async(
         }
     };
     let counts = pipeline.finish().map_err(|e| format!("spool: {e}"))?;
+    lock(&enforcer).shutdown();
     tracing::info!(signal, "tyrd stopped");
     log_counts("pipeline totals", counts);
     Ok(())
@@ -213,6 +236,21 @@ fn log_counts(what: &str, c: Counts) {
         last_seq = c.last_seq,
         "{what}"
     );
+}
+
+/// The enforcer, even if a panic poisoned its lock.
+fn lock(enforcer: &Mutex<Enforcer>) -> std::sync::MutexGuard<'_, Enforcer> {
+    enforcer.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The next kernel record; pending forever without the kernel side.
+async fn next_kernel_event(
+    reader: &mut Option<EventReader>,
+) -> std::io::Result<Result<KernelEvent, EventError>> {
+    match reader {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The stream task's next spool request; pending forever without an agent plane.

@@ -14,15 +14,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tyr_proto::agent::agent_plane_client::AgentPlaneClient;
 use tyr_proto::agent::{
-    self, AgentMessage, CapabilityReport, Heartbeat, PolicyAck, PolicyPush, RenewRequest,
-    agent_message::Msg, server_message,
+    AgentMessage, Heartbeat, PolicyAck, PolicyPush, RenewRequest, agent_message::Msg,
+    server_message,
 };
 use tyr_proto::events::EventBatch;
 
 use crate::agent_plane::identity::{self, Identity};
 use crate::agent_plane::link::{SpoolClient, SpoolServer};
 use crate::agent_plane::{self, PlaneError, records};
-use crate::config::{Config, TierSetting};
+use crate::config::Config;
+use crate::enforce::Shared;
 
 /// Records per event batch (SPEC §5: flushed at 100 events).
 const BATCH: usize = 100;
@@ -32,12 +33,14 @@ const WINDOW: usize = 8;
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Enrolls when needed and starts the stream task. `None` (after a warning) when the daemon
-/// is not enrolled and has no token: events are then only spooled.
+/// Enrolls when needed and starts the stream task, which reports `enforcer`'s capabilities
+/// and applies pushed policies to it. `None` (after a warning) when the daemon is not
+/// enrolled and has no token: events are then only spooled.
 pub async fn start(
     config: &Config,
     config_path: &Path,
     last_seq: u64,
+    enforcer: Shared,
 ) -> Result<Option<SpoolServer>, PlaneError> {
     agent_plane::install_crypto_provider();
     let identity = if Identity::exists(&config.state_dir) {
@@ -53,7 +56,7 @@ pub async fn start(
         server: config.server.clone(),
         state_dir: config.state_dir.clone(),
         heartbeat: Duration::from_secs(u64::from(config.heartbeat_interval_s)),
-        capabilities: capabilities(config.tier),
+        enforcer,
         agent_uuid: uuid::Uuid::parse_str(&identity.agent_id)
             .map_err(|_| PlaneError::Invalid("state_dir/agent_id is not a UUID".into()))?,
         identity,
@@ -61,21 +64,6 @@ pub async fn start(
     };
     tokio::spawn(stream.run());
     Ok(Some(server))
-}
-
-/// The report sent first on every stream. The kernel side is not wired in yet: observe.
-fn capabilities(asked: TierSetting) -> CapabilityReport {
-    let downgrade_reason = match asked {
-        TierSetting::Observe => String::new(),
-        _ => "kernel enforcement is not available in this build".to_owned(),
-    };
-    CapabilityReport {
-        kernel_version: crate::enroll::kernel_version(),
-        tier: agent::Tier::Observe.into(),
-        hooks: Vec::new(),
-        features: Vec::new(),
-        downgrade_reason,
-    }
 }
 
 fn now_ns() -> u64 {
@@ -111,7 +99,7 @@ struct Stream {
     server: String,
     state_dir: PathBuf,
     heartbeat: Duration,
-    capabilities: CapabilityReport,
+    enforcer: Shared,
     agent_uuid: uuid::Uuid,
     identity: Identity,
     spool: SpoolClient,
@@ -190,10 +178,8 @@ impl Stream {
                 Ok(c) => c,
                 Err(e) => return e.into(),
             };
-        if let Err(e) = s
-            .send(Msg::CapabilityReport(self.capabilities.clone()))
-            .await
-        {
+        let report = lock(&self.enforcer).report();
+        if let Err(e) = s.send(Msg::CapabilityReport(report)).await {
             return e;
         }
         let mut inbound = match AgentPlaneClient::new(channel)
@@ -264,7 +250,7 @@ impl Stream {
     async fn on_message(&mut self, s: &mut Session, msg: server_message::Msg) -> Result<(), End> {
         match msg {
             server_message::Msg::PolicyPush(push) => {
-                let ack = apply_policy(&self.state_dir, &push);
+                let ack = apply_policy(&self.state_dir, &push, &self.enforcer);
                 s.healthy = true;
                 s.send(Msg::PolicyAck(ack)).await
             }
@@ -320,12 +306,20 @@ impl Stream {
     }
 }
 
-/// Persists a pushed policy in `state_dir/policy.json`; the acknowledgement says whether it
-/// could be.
-fn apply_policy(state_dir: &Path, push: &PolicyPush) -> PolicyAck {
+/// The enforcer, even if a panic poisoned its lock (its state is replaced whole).
+fn lock(enforcer: &Shared) -> std::sync::MutexGuard<'_, crate::enforce::Enforcer> {
+    enforcer.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Compiles and loads a pushed policy, then persists it in `state_dir/policy.json`; the
+/// acknowledgement says whether it could be (on failure the previous policy stays in force).
+fn apply_policy(state_dir: &Path, push: &PolicyPush, enforcer: &Shared) -> PolicyAck {
     let result = serde_json::from_str::<serde_json::Value>(&push.effective_set_json)
         .map_err(|e| format!("effective_set_json: {e}"))
         .and_then(|set| {
+            let parsed = serde_json::from_value(set.clone())
+                .map_err(|e| format!("effective_set_json: {e}"))?;
+            lock(enforcer).apply(&push.policy_version, parsed)?;
             let doc = serde_json::json!({
                 "policy_version": push.policy_version,
                 "effective_set": set,

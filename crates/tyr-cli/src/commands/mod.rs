@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod events;
 pub mod policies;
+pub mod run;
 pub mod session;
 pub mod tokens;
 pub mod users;
