@@ -72,7 +72,7 @@ fn structure() {
     assert_eq!(verdict_of(&egress, "deny-other-sni"), Verdict::Deny);
 
     for (file, rules) in [
-        ("claude-code.yaml", 12),
+        ("claude-code.yaml", 13),
         ("cursor.yaml", 9),
         ("codex.yaml", 9),
     ] {
@@ -207,4 +207,19 @@ fn overlays_tighten_for_their_agent_only() {
     assert_eq!(decide(&base, &overlays, &curl), Verdict::Allow);
     curl.agent_type = Some("claude-code".into());
     assert_eq!(decide(&base, &overlays, &curl), Verdict::Deny);
+}
+
+#[test]
+fn claude_code_may_not_use_ssh_keys_even_through_ssh() {
+    let base = load("strict-base.yaml");
+    let claude = load("claude-code.yaml");
+    let overlays = [("claude-code", &claude)];
+    let mut ssh = path(
+        Action::FileRead,
+        "/home/alice/.ssh/id_ed25519",
+        Some("/usr/bin/ssh"),
+    );
+    assert_eq!(decide(&base, &overlays, &ssh), Verdict::Allow);
+    ssh.agent_type = Some("claude-code".into());
+    assert_eq!(decide(&base, &overlays, &ssh), Verdict::Deny);
 }
