@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PROGRAMS: [&str; 2] = ["tyr", "probe_lsm"];
+const PROGRAMS: [&str; 2] = ["tyr", "lsm"];
 const INSTALL: &str = "install the Debian/Ubuntu packages `clang llvm libbpf-dev`";
 
 fn main() {

@@ -6,14 +6,19 @@
 //! `sched_process_exec` decide from the compiled tables and kill on deny;
 //! `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2 root) return `EPERM` on deny. Dropping it
 //! detaches every program not pinned.
+//!
+//! [`Enforcement`] picks the tier: the LSM programs of [`lsm`] over the tracepoint tier when
+//! the kernel runs them, else the tracepoint tier alone, with the reason.
 
 pub mod events;
+pub mod lsm;
 pub mod maps;
 mod mounts;
 pub mod probe;
 pub mod tables;
 mod tracepoints;
 
+pub use lsm::{Enforcement, LsmTier};
 pub use mounts::cgroup2_root;
 pub use tracepoints::Tracepoints;
 
@@ -26,9 +31,6 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/tyr";
 /// The tracepoint-tier object.
 pub static TRACEPOINT_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tyr.bpf.o"));
-/// A one-program LSM object, loaded (never attached) by the probe.
-pub static LSM_PROBE_OBJ: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe_lsm.bpf.o"));
 
 /// Where a program attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,13 @@
 //! The enforcement tier of this kernel (SPEC §8), decided by loading programs for real.
 //!
-//! LSM is tried first (a one-program LSM object); the LSM programs themselves are not built
-//! yet, so a kernel that accepts it still runs the tracepoint tier, and says so. Then every
-//! tracepoint-tier program is loaded (verified) but not attached.
+//! The LSM programs are loaded, attached (on empty tables) and detached; then every
+//! tracepoint-tier program is loaded (verified) but not attached. `lsm` needs both and `bpf`
+//! in the active LSM list (the LSM tier runs over the tracepoint tier's identity programs).
 
 use std::io::ErrorKind;
 
-use aya::programs::{Lsm, ProgramError};
-use aya::{Btf, EbpfLoader};
+use aya::Btf;
+use aya::programs::ProgramError;
 use serde::Serialize;
 
 use super::{KernelError, PROGRAMS, load_object, load_program};
@@ -74,23 +74,25 @@ pub fn probe() -> ProbeReport {
             return report;
         }
     };
-    let lsm = probe_lsm(&btf);
-    let lsm_ok = lsm.loaded;
-    report.hooks.push(lsm);
-    match (lsm_ok, report.bpf_lsm_active) {
-        (true, Some(true)) => report
-            .reasons
-            .push("BPF LSM is available, but tyrd's LSM programs are not built yet".into()),
-        (true, _) => report.reasons.push(format!(
+    let lsm = super::lsm::probe_programs(&btf, describe);
+    let lsm_ok = lsm.iter().all(|h| h.loaded);
+    report.hooks.extend(lsm);
+    let lsm_reason = match (lsm_ok, report.bpf_lsm_active) {
+        (true, Some(true)) => None,
+        (true, _) => Some(format!(
             "LSM programs load but `bpf` is not in {LSM_LIST}: they would never run"
         )),
-        (false, _) => report
-            .reasons
-            .push("the kernel refuses BPF LSM programs (see lsm/file_open)".into()),
-    }
+        (false, _) => Some("the kernel refuses BPF LSM programs (see lsm/*)".into()),
+    };
     let tracepoints = probe_tracepoints(&btf, &mut report.hooks);
     match tracepoints {
-        Ok(true) => report.tier = Tier::Tracepoint,
+        Ok(true) => match lsm_reason {
+            None => report.tier = Tier::Lsm,
+            Some(reason) => {
+                report.tier = Tier::Tracepoint;
+                report.reasons.push(reason);
+            }
+        },
         Ok(false) => report
             .reasons
             .push("a tracepoint-tier program did not load: observe only".into()),
@@ -120,36 +122,6 @@ fn describe(e: &KernelError) -> String {
         return format!("{io_error}; verifier: {}", tail.join(" | "));
     }
     e.to_string()
-}
-
-fn probe_lsm(btf: &Btf) -> HookStatus {
-    let mut status = HookStatus {
-        hook: "lsm/file_open".into(),
-        loaded: false,
-        verified_instructions: None,
-        error: None,
-    };
-    let result = (|| -> Result<Option<u32>, KernelError> {
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
-            .load(super::LSM_PROBE_OBJ)?;
-        let name = "tyr_probe_file_open";
-        let err = |source| KernelError::Program { name, source };
-        let prog = ebpf
-            .program_mut(name)
-            .ok_or(KernelError::MissingProgram(name))?;
-        let lsm: &mut Lsm = prog.try_into().map_err(err)?;
-        lsm.load("file_open", btf).map_err(err)?;
-        Ok(lsm.info().ok().and_then(|i| i.verified_instruction_count()))
-    })();
-    match result {
-        Ok(n) => {
-            status.loaded = true;
-            status.verified_instructions = n;
-        }
-        Err(e) => status.error = Some(describe(&e)),
-    }
-    status
 }
 
 /// Loads every tracepoint-tier program; `Ok(false)` when one was refused.

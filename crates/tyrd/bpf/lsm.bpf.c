@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: GPL-2.0
+/* LSM tier: file opens, execs and connects denied with -EPERM (SPEC §8).
+ *
+ * This object is the tracepoint object (same maps, same decision code, included below) plus
+ * the LSM programs. tyrd loads the tracepoint tier with its maps pinned and loads only the LSM
+ * programs of this object on the same pinned maps: identity (fork/exec/exit) and the events
+ * of allowed and alerted operations stay with the tracepoint programs, which run after the
+ * operation succeeded. An LSM program decides before the operation: on deny it returns -EPERM
+ * and reports `blocked`, so the operation never happens and the tracepoint programs (which
+ * only see successful operations) neither kill nor report it again. */
+#include "tyr.bpf.c"
+
+#define EPERM 1
+#define FMODE_EXEC 0x20
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Reports a deny as blocked and returns -EPERM; anything else passes (0). */
+static __always_inline int lsm_verdict(struct decide *d, const struct tyr_proc *proc,
+				       struct tyr_config *cfg, struct dentry *dentry,
+				       struct vfsmount *mnt, __u32 open_flags)
+{
+	if (d->verdict != TYR_VERDICT_DENY)
+		return 0;
+	if (d->fail)
+		count(TYR_COUNTER_FAIL_CLOSED);
+	if (!d->path.built)
+		build_path(&d->path, dentry, mnt);
+	emit(d, proc, 0, TYR_ENFORCED_BLOCKED, open_flags, cfg->generation);
+	return -EPERM;
+}
+
+/* A process that should be governed but has no entry: blocked, reported as fail-closed. */
+static __always_inline int block_doomed(struct decide *d, struct tyr_config *cfg)
+{
+	count(TYR_COUNTER_FAIL_CLOSED);
+	d->verdict = TYR_VERDICT_DENY;
+	d->layer = 0;
+	d->rule = NO_RULE;
+	d->fail = 1;
+	d->path.built = 1;
+	d->path.bad = 1;
+	emit(d, NULL, 0, TYR_ENFORCED_BLOCKED, 0, cfg->generation);
+	return -EPERM;
+}
+
+/* Opens for reading and/or writing, decided as the tracepoint tier does at syscall exit
+ * (the stricter of read and write; read on a tie). Exec opens are left to
+ * bprm_check_security. */
+SEC("lsm/file_open")
+int BPF_PROG(tyr_lsm_file_open, struct file *file, int ret)
+{
+	__u32 slot;
+	if (ret)
+		return ret;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 0;
+	unsigned int fmode = BPF_CORE_READ(file, f_mode);
+	if (!(fmode & (FMODE_READ | FMODE_WRITE)) || (fmode & FMODE_EXEC))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	struct decide d = {.slot = slot, .nlayers = cfg->nlayers, .action = TYR_ACTION_FILE_READ};
+	if (proc) {
+		d.agent = proc->agent_type_id;
+		d.binary_mask = proc->binary_mask;
+	} else if (doomed(tgid)) {
+		return block_doomed(&d, cfg);
+	}
+	unsigned int oflags = BPF_CORE_READ(file, f_flags);
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
+	struct vfsmount *mnt = BPF_CORE_READ(file, f_path.mnt);
+	__u8 verdict = 0, fail = 0;
+	__u32 layer = 0, rule = NO_RULE;
+	int decided = 0;
+	if (fmode & FMODE_READ) {
+		decide(&d, dentry, mnt);
+		verdict = d.verdict;
+		layer = d.layer;
+		rule = d.rule;
+		fail = d.fail;
+		decided = 1;
+	}
+	if (fmode & FMODE_WRITE) {
+		d.action = TYR_ACTION_FILE_WRITE;
+		decide(&d, dentry, mnt);
+		if (decided && d.verdict <= verdict) {
+			d.action = TYR_ACTION_FILE_READ;
+			d.verdict = verdict;
+			d.layer = layer;
+			d.rule = rule;
+			d.fail = fail;
+		}
+	}
+	return lsm_verdict(&d, proc, cfg, dentry, mnt, oflags);
+}
+
+/* Execs: the binary about to run (bprm->file; for a script, first the script, then its
+ * interpreter), decided with the identity the process will have after the exec, classified
+ * as sched_process_exec will record it. */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(tyr_lsm_bprm_check, struct linux_binprm *bprm, int ret)
+{
+	__u32 slot;
+	if (ret)
+		return ret;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *cur = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	struct decide d = {.slot = slot, .nlayers = cfg->nlayers, .action = TYR_ACTION_EXEC};
+	if (!cur && doomed(tgid))
+		return block_doomed(&d, cfg);
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	struct dentry *dentry = BPF_CORE_READ(exe, f_path.dentry);
+	struct vfsmount *mnt = BPF_CORE_READ(exe, f_path.mnt);
+	build_path(&d.path, dentry, mnt);
+	__u32 agent = cur ? cur->agent_type_id : 0;
+	if (!agent) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		__u32 *by_cgroup = bpf_map_lookup_elem(&tyr_cgroups, &cg);
+		agent = by_cgroup ? *by_cgroup : exe_agent(&d.path);
+		if (agent > 255)
+			agent = 0;
+	}
+	__u64 binary_mask = 0;
+	if (cfg->has_binaries && !d.path.bad) {
+		long state = dfa_run(&cfg->binaries, d.path.pos, d.path.len);
+		if (state >= 0) {
+			__u32 mi = cfg->binaries.accept_off + (__u32)state;
+			__u64 *mask = bpf_map_lookup_elem(&tyr_bin_masks, &mi);
+			if (mask)
+				binary_mask = *mask;
+		}
+	}
+	d.agent = agent;
+	d.binary_mask = binary_mask;
+	decide(&d, dentry, mnt);
+	return lsm_verdict(&d, cur, cfg, dentry, mnt, 0);
+}
+
+/* Connects of IPv4/IPv6 sockets (IPv4-mapped IPv6 as IPv4), decided as the cgroup connect
+ * hooks do. Unconnected datagrams stay with cgroup sendmsg4/6, which already return EPERM. */
+SEC("lsm/socket_connect")
+int BPF_PROG(tyr_lsm_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen,
+	     int ret)
+{
+	__u32 slot;
+	if (ret)
+		return ret;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 0;
+	__u16 family = BPF_CORE_READ(address, sa_family);
+	struct decide d = {.rule = NO_RULE};
+	if (family == AF_INET) {
+		struct sockaddr_in sin = {};
+		if (addrlen < (int)sizeof(sin) || bpf_probe_read_kernel(&sin, sizeof(sin), address))
+			return 0;
+		d.family = 4;
+		__builtin_memcpy(d.addr, &sin.sin_addr.s_addr, 4);
+		d.port = bpf_ntohs(sin.sin_port);
+	} else if (family == AF_INET6) {
+		struct sockaddr_in6 sin6 = {};
+		if (addrlen < (int)sizeof(sin6) ||
+		    bpf_probe_read_kernel(&sin6, sizeof(sin6), address))
+			return 0;
+		__u32 w[4];
+		__builtin_memcpy(w, &sin6.sin6_addr, sizeof(w));
+		d.port = bpf_ntohs(sin6.sin6_port);
+		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
+			d.family = 4;
+			__builtin_memcpy(d.addr, &w[3], 4);
+		} else {
+			d.family = 6;
+			__builtin_memcpy(d.addr, w, 16);
+		}
+	} else {
+		return 0;
+	}
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	d.slot = slot;
+	d.nlayers = cfg->nlayers;
+	d.action = TYR_ACTION_NET_CONNECT;
+	if (proc) {
+		d.agent = proc->agent_type_id;
+		d.binary_mask = proc->binary_mask;
+	} else if (doomed(tgid)) {
+		d.verdict = TYR_VERDICT_DENY;
+		d.fail = 1;
+	}
+	if (!d.fail)
+		tyr_decide_net(&d);
+	if (d.verdict != TYR_VERDICT_DENY)
+		return 0;
+	if (d.fail)
+		count(TYR_COUNTER_FAIL_CLOSED);
+	struct tyr_event *ev = event_head(&d, proc, 0, TYR_ENFORCED_BLOCKED, cfg->generation);
+	if (ev)
+		event_send(ev, 0);
+	return -EPERM;
+}

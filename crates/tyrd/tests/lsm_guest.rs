@@ -1,0 +1,425 @@
+//! The `lsm` tier (SPEC §8) in the Debian 6.1 guest kernel, whose BPF LSM is active (this
+//! host refuses LSM programs).
+//!
+//! The host test boots the guest once through tests/vm/run.sh with this very test binary and
+//! `--ignored`: the `guest_*` tests (ignored on the host) then run inside it as root and must
+//! all pass. Without root, QEMU or the Debian archive the host test prints `skipping:` (and
+//! fails under CI). In the guest a missing precondition fails: nothing is skipped there.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tyr_policy::compile::{KernelTables, Limits, compile};
+use tyr_policy::glob::Homes;
+use tyr_policy::model::{Action, EffectiveSet, Overlay, Verdict};
+use tyrd::event::Enforced;
+use tyrd::kernel::events::{EventReader, KernelEvent};
+use tyrd::kernel::maps::TyrProc;
+use tyrd::kernel::probe::{Tier, probe};
+use tyrd::kernel::{Enforcement, Tracepoints};
+
+const AGENT: &str = "test-agent";
+const SECRET: &str = "TOP-SECRET-KEY";
+/// The exit status fetch-kernel.sh/run.sh use for "the Debian archive cannot be reached".
+const UNREACHABLE: i32 = 75;
+/// Every guest test: the host asserts each passed.
+const GUEST_TESTS: [&str; 4] = [
+    "guest_bpf_lsm_is_active_and_the_probe_reports_lsm",
+    "guest_agent_open_of_a_protected_file_gets_eperm_and_the_agent_survives",
+    "guest_exec_of_a_denied_binary_gets_eperm",
+    "guest_connect_to_a_denied_destination_gets_eperm",
+];
+
+fn in_guest() -> bool {
+    std::env::var("TYR_VM_GUEST").is_ok_and(|v| v == "1")
+}
+
+fn vm_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vm")
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The guest kernel, or why the guest cannot run here.
+fn guest_kernel() -> Result<PathBuf, String> {
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        return Err("not root (BPF and the kernel cache need it)".into());
+    }
+    for tool in ["qemu-system-x86_64", "busybox"] {
+        if !on_path(tool) {
+            return Err(format!(
+                "{tool} not found (Debian packages qemu-system-x86 busybox-static)"
+            ));
+        }
+    }
+    let out = Command::new(vm_dir().join("fetch-kernel.sh"))
+        .output()
+        .map_err(|e| format!("cannot run fetch-kernel.sh: {e}"))?;
+    match out.status.code() {
+        Some(0) => Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())),
+        Some(UNREACHABLE) => Err("the Debian archive is unreachable".into()),
+        _ => panic!("fetch-kernel.sh failed: {}", text(&out)),
+    }
+}
+
+#[test]
+fn the_lsm_tier_enforces_in_the_guest() {
+    if in_guest() {
+        return;
+    }
+    let kernel = match guest_kernel() {
+        Ok(kernel) => kernel,
+        Err(reason) => return tyr_testkit::skip(&reason),
+    };
+    let me = std::env::current_exe().expect("test binary");
+    let start = Instant::now();
+    let out = Command::new(vm_dir().join("run.sh"))
+        .arg(&me)
+        .args(["--", "--ignored", "--test-threads=1", "guest_"])
+        .env("TYR_VM_KERNEL", &kernel)
+        .output()
+        .expect("run tests/vm/run.sh");
+    let console = text(&out);
+    eprintln!("{console}boot + guest tests took {:?}", start.elapsed());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the guest run failed:\n{console}"
+    );
+    for name in GUEST_TESTS {
+        let line = format!("test {name} ... ok");
+        assert!(
+            console.lines().any(|l| l.trim_end() == line),
+            "no `{line}` in:\n{console}"
+        );
+    }
+    assert!(!console.contains("skipping:"), "{console}");
+}
+
+/// On a kernel that refuses LSM programs (this host) the daemon runs the tracepoint tier and
+/// says why; where the probe says `lsm`, the LSM tier loads.
+#[test]
+fn the_tier_falls_back_to_tracepoint_with_the_reason() {
+    if in_guest() {
+        return;
+    }
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        return tyr_testkit::skip("not root");
+    }
+    let report = probe();
+    if report.tier == Tier::Observe {
+        return tyr_testkit::skip(&format!("no tracepoint tier: {:?}", report.reasons));
+    }
+    let pins = PathBuf::from(format!("/sys/fs/bpf/tyr-lsm-host-{}", std::process::id()));
+    let loaded = Enforcement::load_pinned(&pins);
+    let links: Vec<_> = std::fs::read_dir(pins.join("links"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    std::fs::remove_dir_all(&pins).expect("remove the pins (detach)");
+    let (enforcement, reason) = loaded.expect("tiers load");
+    assert_eq!(enforcement.tier(), report.tier, "{reason:?}");
+    let lsm_links = links
+        .iter()
+        .filter(|n| n.to_string_lossy().starts_with("tyr_lsm_"))
+        .count();
+    if report.tier == Tier::Tracepoint {
+        let reason = reason.expect("a fallback reason");
+        assert!(reason.contains("LSM"), "{reason}");
+        if report.bpf_lsm_active == Some(true) {
+            assert!(reason.contains("Operation not permitted"), "{reason}");
+        }
+        assert_eq!(lsm_links, 0, "LSM attachments left pinned: {links:?}");
+    } else {
+        assert_eq!(reason, None);
+        assert_eq!(lsm_links, 3, "{links:?}");
+    }
+}
+
+/// The guest tests run only in the guest (a host run with `--ignored` skips them).
+fn guest_only() -> bool {
+    if in_guest() {
+        return true;
+    }
+    tyr_testkit::skip("guest-only test (run by the_lsm_tier_enforces_in_the_guest)");
+    false
+}
+
+struct Fixture {
+    root: PathBuf,
+    pins: PathBuf,
+    agent_id: u8,
+    rt: tokio::runtime::Runtime,
+    events: EventReader,
+    enforcement: Enforcement,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // The attachments are pinned: removing the pins detaches them.
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
+}
+
+fn policy(root: &Path, port: u16) -> String {
+    let r = root.display();
+    format!(
+        "apiVersion: tyr.dev/v1
+kind: Policy
+metadata: {{name: lsm-overlay}}
+spec:
+  rules:
+    - {{name: deny-ssh, action: file_read, resource_pattern: \"{r}/home/.ssh/**\", verdict: deny}}
+    - {{name: deny-tool, action: exec, resource_pattern: \"{r}/bin/denied-*\", verdict: deny}}
+    - {{name: no-local-port, action: net_connect, cidrs: [127.0.0.0/8], ports: [{port}], verdict: deny}}
+"
+    )
+}
+
+fn tables(root: &Path, port: u16) -> KernelTables {
+    let set = EffectiveSet {
+        base: None,
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy: tyr_policy::parse(&policy(root, port)).expect("test policy parses"),
+        }],
+    };
+    compile(&set, &Homes::default(), &Limits::default()).expect("test policy compiles")
+}
+
+impl Fixture {
+    /// Loads the tiers (which must be `lsm`) with the test policy; `port` is denied.
+    fn new(port: u16) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().canonicalize().expect("canonical temp dir");
+        for sub in ["home/.ssh", "bin"] {
+            std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+        }
+        std::fs::write(root.join("home/.ssh/id_rsa"), SECRET).expect("secret");
+        let me = std::env::current_exe().expect("test binary");
+        std::fs::copy(&me, root.join("bin/denied-tool")).expect("copy a binary");
+        let pins = PathBuf::from(format!("/sys/fs/bpf/tyr-lsm-test-{}", std::process::id()));
+        let (mut enforcement, reason) = Enforcement::load_pinned(&pins).expect("tiers load");
+        assert_eq!(enforcement.tier(), Tier::Lsm, "fell back: {reason:?}");
+        let t = tables(&root, port);
+        let agent_id = t
+            .agent_types
+            .iter()
+            .position(|n| n == AGENT)
+            .expect("agent type") as u8
+            + 1;
+        enforcement
+            .tracepoints()
+            .load_tables(&t, 1, false)
+            .expect("tables load");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let events = rt
+            .block_on(async { enforcement.tracepoints().events() })
+            .expect("ring buffer");
+        Fixture {
+            root,
+            pins,
+            agent_id,
+            rt,
+            events,
+            enforcement,
+            _dir: dir,
+        }
+    }
+
+    fn p(&self, rel: &str) -> String {
+        self.root.join(rel).display().to_string()
+    }
+
+    fn tp(&mut self) -> &mut Tracepoints {
+        self.enforcement.tracepoints()
+    }
+
+    fn mark_agent(&mut self, pid: u32) {
+        let proc = TyrProc {
+            agent_type_id: self.agent_id,
+            discovered_id: 77,
+            ..TyrProc::default()
+        };
+        self.tp().set_process(pid, proc).expect("seed process");
+    }
+
+    /// Runs `script` in a shell, marked as the test agent when `agent`; returns stdout.
+    fn shell(&mut self, agent: bool, script: &str) -> String {
+        let mut child = gated(script);
+        if agent {
+            self.mark_agent(child.id());
+        }
+        release(&mut child)
+    }
+
+    /// The first event matching `pred` within 5 s.
+    fn event(&mut self, what: &str, pred: impl Fn(&KernelEvent) -> bool) -> KernelEvent {
+        let events = &mut self.events;
+        let found = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match events.next().await {
+                        Ok(Ok(ev)) if pred(&ev) => return ev,
+                        Ok(_) => {}
+                        Err(e) => panic!("ring buffer: {e}"),
+                    }
+                }
+            })
+            .await
+        });
+        found.unwrap_or_else(|_| panic!("no event within 5 s: {what}"))
+    }
+}
+
+/// `sh -c "read _; SCRIPT"`: the script runs once a line is written to its stdin, so the
+/// shell can be marked as an agent before it does anything.
+fn gated(script: &str) -> Child {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("read _; {script}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sh")
+}
+
+/// Releases the gate and returns stdout.
+fn release(child: &mut Child) -> String {
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release");
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).expect("stdout");
+    }
+    child.wait().expect("wait");
+    out
+}
+
+fn blocked(ev: &KernelEvent, action: Action) -> bool {
+    ev.action == action && ev.verdict == Verdict::Deny && ev.enforced == Enforced::Blocked
+}
+
+#[test]
+#[ignore = "guest only"]
+fn guest_bpf_lsm_is_active_and_the_probe_reports_lsm() {
+    if !guest_only() {
+        return;
+    }
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").expect("LSM list");
+    assert!(lsm.trim().split(',').any(|m| m == "bpf"), "{lsm}");
+    let report = probe();
+    assert_eq!(report.tier, Tier::Lsm, "{}", report.human());
+    assert!(report.reasons.is_empty(), "{}", report.human());
+    for hook in [
+        "lsm/file_open",
+        "lsm/bprm_check_security",
+        "lsm/socket_connect",
+    ] {
+        let h = report.hooks.iter().find(|h| h.hook == hook);
+        assert!(h.is_some_and(|h| h.loaded), "{hook}: {}", report.human());
+    }
+}
+
+#[test]
+#[ignore = "guest only"]
+fn guest_agent_open_of_a_protected_file_gets_eperm_and_the_agent_survives() {
+    if !guest_only() {
+        return;
+    }
+    let mut fx = Fixture::new(1);
+    let secret = fx.p("home/.ssh/id_rsa");
+    // The agent shell opens the file itself (a redirection), then a child `cat` does.
+    let script = format!("read x < {secret}; echo a=$? x=$x; cat {secret}; echo b=$?; echo alive");
+    let out = fx.shell(true, &script);
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    assert!(
+        out.contains("a=1") && out.contains("b=1") && out.contains("alive"),
+        "{out:?}"
+    );
+    let ev = fx.event("blocked open of the secret", |e| {
+        blocked(e, Action::FileRead) && e.path.as_deref() == Some(secret.as_str())
+    });
+    assert_eq!(ev.agent_type_id, fx.agent_id);
+    assert_eq!(ev.discovered_id, 77);
+    assert_eq!(ev.rule, Some(0), "rule deny-ssh decided");
+    let out = fx.shell(false, &format!("cat {secret}; echo rc=$?"));
+    assert!(out.contains(SECRET) && out.contains("rc=0"), "{out:?}");
+}
+
+#[test]
+#[ignore = "guest only"]
+fn guest_exec_of_a_denied_binary_gets_eperm() {
+    if !guest_only() {
+        return;
+    }
+    let mut fx = Fixture::new(1);
+    let denied = fx.p("bin/denied-tool");
+    let out = fx.shell(
+        true,
+        &format!("{denied} --list; echo a=$?; /bin/true; echo b=$?; echo alive"),
+    );
+    assert!(
+        out.contains("a=126") && out.contains("b=0") && out.contains("alive"),
+        "{out:?}"
+    );
+    let ev = fx.event("blocked exec", |e| {
+        blocked(e, Action::Exec) && e.path.as_deref() == Some(denied.as_str())
+    });
+    assert_eq!(ev.rule, Some(1), "rule deny-tool decided");
+    let out = fx.shell(false, &format!("{denied} --list >/dev/null; echo rc=$?"));
+    assert!(out.contains("rc=0"), "a non-agent exec failed: {out:?}");
+}
+
+#[test]
+#[ignore = "guest only"]
+fn guest_connect_to_a_denied_destination_gets_eperm() {
+    if !guest_only() {
+        return;
+    }
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let open = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let dp = denied.local_addr().expect("addr").port();
+    let op = open.local_addr().expect("addr").port();
+    let mut fx = Fixture::new(dp);
+    // Detach the tracepoint tier's cgroup connect hooks (their links are pinned), which would
+    // return EPERM too: only lsm/socket_connect is left to block.
+    for link in ["tyr_connect4", "tyr_connect6"] {
+        std::fs::remove_file(fx.pins.join("links").join(link)).expect("unpin a cgroup hook");
+    }
+    // This test process is the agent for the connects.
+    let me = std::process::id();
+    fx.mark_agent(me);
+    let refused = std::net::TcpStream::connect(("127.0.0.1", dp));
+    let allowed = std::net::TcpStream::connect(("127.0.0.1", op));
+    fx.tp().remove_process(me).expect("forget identity");
+    let err = refused.expect_err("the denied connect went through");
+    assert_eq!(err.raw_os_error(), Some(1), "not EPERM: {err}");
+    allowed.expect("the connect to an allowed port failed");
+    let ev = fx.event("blocked connect", |e| blocked(e, Action::NetConnect));
+    assert_eq!(ev.dest, Some(([127, 0, 0, 1], dp).into()));
+    assert_eq!(ev.rule, Some(2), "rule no-local-port decided");
+    std::net::TcpStream::connect(("127.0.0.1", dp)).expect("a non-agent connect failed");
+}
