@@ -21,7 +21,7 @@ use crate::config::{Config, TierSetting};
 use crate::event::{self, Event};
 use crate::kernel::events::{BootClock, EventReader, KernelEvent};
 use crate::kernel::probe::{self, Tier};
-use crate::kernel::{KernelError, PIN_DIR, Tracepoints, cgroup2_root};
+use crate::kernel::{Enforcement, KernelError, PIN_DIR, Tracepoints, cgroup2_root};
 use classifier::{Classifier, homes_from_passwd};
 
 /// Environment variable overriding the pin directory [`PIN_DIR`]; empty: nothing is pinned
@@ -45,7 +45,7 @@ struct Active {
 
 /// The enforcement state of this daemon.
 pub struct Enforcer {
-    kernel: Option<Tracepoints>,
+    kernel: Option<Enforcement>,
     report: CapabilityReport,
     /// Agent-type names; the one at index `i` has kernel id `i + 1`.
     agent_types: Vec<String>,
@@ -94,13 +94,11 @@ impl Enforcer {
         let mut reader = None;
         match kernel_wanted(config.tier, use_kernel) {
             Err(why) => report.downgrade_reason = why,
-            Ok(lsm_note) => match load_kernel(&mut report) {
-                Ok(mut tp) => {
-                    reader = Some(tp.events().map_err(|e| format!("ring buffer: {e}"))?);
-                    if let Some(note) = lsm_note {
-                        report.downgrade_reason = note;
-                    }
-                    enforcer.kernel = Some(tp);
+            Ok(want_lsm) => match load_kernel(&mut report, want_lsm) {
+                Ok(mut kernel) => {
+                    let events = kernel.tracepoints().events();
+                    reader = Some(events.map_err(|e| format!("ring buffer: {e}"))?);
+                    enforcer.kernel = Some(kernel);
                 }
                 Err(why) => report.downgrade_reason = why,
             },
@@ -143,7 +141,11 @@ impl Enforcer {
                 .map_err(|e| format!("{}: {e}", dir.display()))?
                 .ino();
             let exes = t.installed(&self.homes);
-            let tp = self.kernel.as_mut().ok_or("no kernel programs")?;
+            let tp = self
+                .kernel
+                .as_mut()
+                .map(Enforcement::tracepoints)
+                .ok_or("no kernel programs")?;
             tp.set_cgroup_agent(cgroup_id, id)
                 .map_err(|e| format!("cgroup map: {e}"))?;
             self.cgroups.push(dir);
@@ -187,7 +189,7 @@ impl Enforcer {
         let mut tables = compile(&set, &homes, &Limits::default()).map_err(|e| e.to_string())?;
         self.renumber(&mut tables)?;
         let generation = self.active.last().map_or(1, |a| a.generation + 1);
-        if let Some(tp) = self.kernel.as_mut() {
+        if let Some(tp) = self.kernel.as_mut().map(Enforcement::tracepoints) {
             let allow_all = self.allow_all;
             tp.load_tables(&tables, generation, allow_all)
                 .map_err(|e: KernelError| format!("loading the tables: {e}"))?;
@@ -250,7 +252,7 @@ impl Enforcer {
 
     /// Kernel ring-buffer drops since the last call (0 without a kernel side).
     pub fn ring_drops(&mut self) -> u64 {
-        let Some(tp) = self.kernel.as_mut() else {
+        let Some(tp) = self.kernel.as_mut().map(Enforcement::tracepoints) else {
             return 0;
         };
         let Ok(now) = tp.counters().map(|c| c.ringbuf_drops) else {
@@ -296,23 +298,23 @@ fn severity(a: &Active, layer: u32, rule: Option<&str>) -> event::Severity {
     }
 }
 
-/// Whether to load the kernel side: `Err(reason)` for observe, else an optional note (the
-/// `lsm` fallback).
-fn kernel_wanted(tier: TierSetting, use_kernel: bool) -> Result<Option<String>, String> {
+/// Whether to load the kernel side: `Err(reason)` for observe, else whether to try the LSM
+/// programs first (`auto`, `lsm`) or run the tracepoint tier alone (`tracepoint`).
+fn kernel_wanted(tier: TierSetting, use_kernel: bool) -> Result<bool, String> {
     if !use_kernel {
         return Err("events are read from a file (--events-from): observe only".into());
     }
     match tier {
         TierSetting::Observe => Err("tier: observe is configured".into()),
-        TierSetting::Lsm => Ok(Some(
-            "tier: lsm is not implemented yet: the tracepoint tier runs instead".into(),
-        )),
-        TierSetting::Auto | TierSetting::Tracepoint => Ok(None),
+        TierSetting::Auto | TierSetting::Lsm => Ok(true),
+        TierSetting::Tracepoint => Ok(false),
     }
 }
 
-/// Probes, fills `report` and loads the tracepoint tier; `Err(reason)` when it cannot run.
-fn load_kernel(report: &mut CapabilityReport) -> Result<Tracepoints, String> {
+/// Probes, fills `report` and loads the best tier allowed: the LSM programs on top of the
+/// tracepoint tier when `want_lsm` and the kernel accepts them (they need pinned maps), else
+/// the tracepoint tier alone, with the reason. `Err(reason)` when neither can run.
+fn load_kernel(report: &mut CapabilityReport, want_lsm: bool) -> Result<Enforcement, String> {
     let found = probe::probe();
     report.hooks = found
         .hooks
@@ -331,15 +333,29 @@ fn load_kernel(report: &mut CapabilityReport) -> Result<Tracepoints, String> {
         Some(d) => Some(PathBuf::from(d)),
         None => Some(PathBuf::from(PIN_DIR)),
     };
-    let loaded = match &pin_dir {
-        Some(dir) => Tracepoints::load_pinned(dir),
-        None => Tracepoints::load(),
+    let failed = |e: KernelError| format!("the kernel programs did not load: {e}");
+    let (kernel, lsm_reason) = match (&pin_dir, want_lsm) {
+        (Some(dir), true) => Enforcement::load_pinned(dir).map_err(failed)?,
+        (Some(dir), false) => {
+            let tp = Tracepoints::load_pinned(dir).map_err(failed)?;
+            let why = "tier: tracepoint is configured".to_owned();
+            (Enforcement::Tracepoint(tp), Some(why))
+        }
+        (None, _) => {
+            let tp = Tracepoints::load().map_err(failed)?;
+            let why = "the LSM programs need pinned maps (TYRD_BPF_PIN_DIR is empty)".to_owned();
+            (Enforcement::Tracepoint(tp), Some(why))
+        }
     };
-    let tp = loaded.map_err(|e| format!("the tracepoint programs did not load: {e}"))?;
-    tracing::info!(pinned = ?pin_dir, "tracepoint tier loaded");
-    report.tier = agent::Tier::Tracepoint.into();
-    report.downgrade_reason = found.reasons.join("; ");
-    Ok(tp)
+    let tier = kernel.tier();
+    tracing::info!(pinned = ?pin_dir, ?tier, reason = ?lsm_reason, "kernel enforcement loaded");
+    report.tier = match tier {
+        Tier::Lsm => agent::Tier::Lsm,
+        _ => agent::Tier::Tracepoint,
+    }
+    .into();
+    report.downgrade_reason = lsm_reason.unwrap_or_default();
+    Ok(kernel)
 }
 
 #[cfg(test)]
@@ -350,7 +366,8 @@ mod tests {
     fn observe_reasons() {
         assert!(kernel_wanted(TierSetting::Auto, false).is_err());
         assert!(kernel_wanted(TierSetting::Observe, true).is_err());
-        assert_eq!(kernel_wanted(TierSetting::Tracepoint, true), Ok(None));
-        assert!(matches!(kernel_wanted(TierSetting::Lsm, true), Ok(Some(_))));
+        assert_eq!(kernel_wanted(TierSetting::Tracepoint, true), Ok(false));
+        assert_eq!(kernel_wanted(TierSetting::Lsm, true), Ok(true));
+        assert_eq!(kernel_wanted(TierSetting::Auto, true), Ok(true));
     }
 }
