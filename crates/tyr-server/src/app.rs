@@ -65,6 +65,11 @@ pub struct Running {
     pub rest_addr: SocketAddr,
     /// The store, shared with later listeners (gRPC).
     pub store: Store,
+    /// Live events, notices and metrics, shared with later listeners (gRPC).
+    pub fleet: Arc<crate::fleet::Fleet>,
+    /// The agent plane (gRPC) listener's address.
+    pub grpc_addr: SocketAddr,
+    grpc: crate::grpc::GrpcServer,
     handle: Handle<SocketAddr>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -73,6 +78,8 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish within [`DRAIN_TIMEOUT`], closes the
     /// database.
     pub async fn shutdown(self) {
+        self.fleet.close_streams();
+        self.grpc.shutdown().await;
         self.handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
         match self.task.await {
             Ok(Ok(())) => {}
@@ -130,14 +137,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(token) = &config.bootstrap_enrollment_token {
         seed_bootstrap_token(&store, token).await?;
     }
+    crate::retention::spawn(store.clone(), config.event_retention_days);
 
+    let fleet = Arc::new(crate::fleet::Fleet::default());
     let state = AppState {
         store: store.clone(),
         jwt: JwtKeys::new(&keys.jwt_secret),
         ca_pem: Arc::from(keys.ca.cert_pem()),
         login_limiter: Arc::new(LoginLimiter::default()),
+        fleet: fleet.clone(),
     };
     let app = rest::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let grpc = crate::grpc::start(config.grpc_bind, &keys, store.clone(), fleet.clone())?;
 
     let addr = config.rest_bind;
     let bind_err = |source| StartError::Bind { addr, source };
@@ -160,6 +171,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     Ok(Running {
         rest_addr,
         store,
+        fleet,
+        grpc_addr: grpc.addr,
+        grpc,
         handle,
         task,
     })

@@ -4,8 +4,14 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod drift;
+pub mod fleet;
+pub mod grpc;
+pub mod ingest;
 pub mod keys;
+pub mod metrics;
 pub mod pki;
 pub mod ratelimit;
 pub mod rest;
+pub mod retention;
 pub mod store;

@@ -17,8 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,
-    /// Optional structured details.
-    pub details: Value,
+    /// Optional structured details (boxed: `Value` is large with `preserve_order`).
+    pub details: Box<Value>,
     retry_after: Option<u64>,
 }
 
@@ -29,14 +29,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: Value::Null,
+            details: Box::new(Value::Null),
             retry_after: None,
         }
     }
 
     /// Adds structured details.
     pub fn with_details(mut self, details: Value) -> ApiError {
-        self.details = details;
+        self.details = Box::new(details);
         self
     }
 

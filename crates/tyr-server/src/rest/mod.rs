@@ -3,10 +3,19 @@
 //! wraps each non-public route in the single [`guard`] that authenticates the bearer token
 //! and enforces the role. Tests enumerate [`routes`] to check every admin route.
 
+pub mod agents;
+pub mod assignments;
 pub mod auth;
+pub mod discovered;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod policies;
+pub mod query;
+pub mod stats;
 pub mod tokens;
 pub mod users;
 
@@ -40,6 +49,8 @@ pub struct AppState {
     pub ca_pem: Arc<str>,
     /// Failed-login limiter.
     pub login_limiter: Arc<LoginLimiter>,
+    /// Live events, agent-plane notices, effective-policy cache, metrics.
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 /// Who may call a route.
@@ -93,6 +104,14 @@ pub fn routes() -> Vec<RouteSpec> {
         auth::routes(),
         users::routes(),
         tokens::routes(),
+        policies::routes(),
+        assignments::routes(),
+        agents::routes(),
+        discovered::routes(),
+        events::routes(),
+        stats::routes(),
+        metrics::routes(),
+        openapi::routes(),
     ]
     .into_iter()
     .flatten()
@@ -115,6 +134,10 @@ pub fn router(state: AppState) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

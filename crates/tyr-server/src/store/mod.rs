@@ -9,6 +9,10 @@
 //! Conventions: ids are UUID strings, times are `BIGINT` unix milliseconds (UTC, see
 //! [`time`]), JSON documents are `TEXT`. Integer columns are `BIGINT` (read as `i64`).
 
+pub mod agent_plane;
+pub mod agents;
+pub mod events;
+pub mod policies;
 pub mod time;
 pub mod tokens;
 pub mod users;

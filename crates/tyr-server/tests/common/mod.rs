@@ -54,7 +54,7 @@ impl TestDb {
             }),
             Backend::Postgres => {
                 let Ok(admin_url) = std::env::var("TYR_TEST_DATABASE_URL") else {
-                    eprintln!("skipping: TYR_TEST_DATABASE_URL unset");
+                    tyr_testkit::skip("TYR_TEST_DATABASE_URL unset");
                     return None;
                 };
                 let mut rnd = [0u8; 8];
@@ -198,6 +198,11 @@ impl TestServer {
     /// The running server's store.
     pub fn running_store(&self) -> tyr_server::store::Store {
         self.running.as_ref().expect("running").store.clone()
+    }
+
+    /// The running server's live state (event feed, notices, metrics).
+    pub fn running_fleet(&self) -> std::sync::Arc<tyr_server::fleet::Fleet> {
+        self.running.as_ref().expect("running").fleet.clone()
     }
 
     pub fn url(&self, path: &str) -> String {

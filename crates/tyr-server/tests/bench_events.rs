@@ -1,0 +1,273 @@
+//! Benchmark (ignored by default): batched ingest throughput (with drift re-evaluation
+//! against a 40-rule base policy) and `GET /events` latency with
+//! two filters over a large table, on SQLite and (with `TYR_TEST_DATABASE_URL`) PostgreSQL.
+//!
+//! ```sh
+//! BENCH_EVENTS=2000000 TYR_TEST_DATABASE_URL=postgres://… \
+//!   cargo test --release -p tyr-server --test bench_events -- --ignored --nocapture --test-threads 1
+//! ```
+
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestServer};
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::daemon;
+use tyr_proto::events::{Enforced, Event, Kind, Verdict};
+use tyr_server::drift::Tier;
+use tyr_server::ingest::ingest;
+use tyr_server::store::time::now_ms;
+
+const DAEMONS: usize = 20;
+const MONTH_MS: u64 = 30 * 86_400_000;
+const KINDS: [Kind; 5] = [
+    Kind::FileRead,
+    Kind::FileWrite,
+    Kind::Exec,
+    Kind::NetConnect,
+    Kind::Tls,
+];
+const TYPES: [&str; 4] = ["claude-code", "cursor", "codex", ""];
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A cheap deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Event `n` of `total`: timestamps rise over the 30 days before `now_ms` (events arrive
+/// roughly in time order), with a few seconds of jitter.
+fn make_event(rng: &mut Rng, seq: u64, n: u64, total: u64, now_ms: u64) -> Event {
+    let r = rng.next();
+    let kind = KINDS[(r % 5) as usize];
+    let resource = match kind {
+        Kind::NetConnect => format!("10.{}.{}.{}", r % 200, (r >> 8) % 250, (r >> 16) % 250),
+        Kind::Tls => format!("api{}.example.com", r % 50),
+        Kind::Exec => format!("/usr/bin/tool{}", r % 300),
+        _ => format!("/home/dev/project{}/src/file{}.rs", r % 40, (r >> 8) % 5000),
+    };
+    let verdict = match (r >> 20) % 20 {
+        0..=15 => Verdict::Allow,
+        16..=18 => Verdict::Deny,
+        _ => Verdict::Alert,
+    };
+    let mut e = Event {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        seq,
+        agent_type: TYPES[((r >> 28) % 4) as usize].to_owned(),
+        resource,
+        policy_version: "base=bench@1".to_owned(),
+        pid: 1000 + (r % 5000) as u32,
+        ppid: 1,
+        uid: 1000,
+        process_exe: "/usr/bin/node".to_owned(),
+        cmdline: "node /opt/agent/cli.js --session 42".to_owned(),
+        timestamp_ns: (now_ms - MONTH_MS + n * MONTH_MS / total + (r >> 32) % 5000) * 1_000_000,
+        ..Event::default()
+    };
+    e.set_kind(kind);
+    e.set_verdict(verdict);
+    e.set_enforced(if verdict == Verdict::Deny {
+        Enforced::Blocked
+    } else {
+        Enforced::None
+    });
+    e
+}
+
+/// A 40-rule base policy: dotfile and secret reads/writes, exec of tools, egress.
+fn bench_policy() -> String {
+    let mut y = String::from(
+        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata: {name: bench}\nspec:\n  default: allow\n  rules:\n",
+    );
+    let dot = [
+        ".ssh",
+        ".aws",
+        ".gnupg",
+        ".kube",
+        ".docker",
+        ".config/gcloud",
+        ".netrc",
+        ".npmrc",
+    ];
+    for (i, d) in dot.iter().enumerate() {
+        for action in ["file_read", "file_write"] {
+            y.push_str(&format!(
+                "    - {{name: dot-{i}-{action}, action: {action}, resource_pattern: \"~/{d}/**\", verdict: deny}}\n"
+            ));
+        }
+    }
+    for i in 0..12 {
+        y.push_str(&format!(
+            "    - {{name: secrets-{i}, action: file_read, resource_pattern: \"/home/dev/project{i}/**/.env*\", verdict: alert}}\n"
+        ));
+    }
+    for i in 0..8 {
+        y.push_str(&format!(
+            "    - {{name: tool-{i}, action: exec, resource_pattern: \"/usr/bin/tool{i}*\", verdict: deny}}\n"
+        ));
+    }
+    y.push_str("    - {name: egress, action: net_connect, cidrs: [\"10.0.0.0/8\"], ports: [443], verdict: alert}\n");
+    y.push_str("    - {name: sni, action: tls_connect, sni_pattern: \"api1*.example.com\", verdict: deny}\n");
+    y
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn run(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let total = env_usize("BENCH_EVENTS", 1_000_000);
+    let admin = s.setup_admin().await;
+    let (store, fleet) = (s.running_store(), s.running_fleet());
+    let mut daemons = Vec::new();
+    for i in 0..DAEMONS {
+        daemons.push(daemon(&store, &format!("host-{i:02}"), Tier::Lsm).await);
+    }
+    support::apply(&s, &admin, &bench_policy()).await;
+    for d in &daemons {
+        support::assign(&s, &admin, "daemon", d, "bench", 1).await;
+    }
+    let mut seqs = [0u64; DAEMONS];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let now = u64::try_from(now_ms()).expect("time");
+    let mut stored = 0usize;
+    let mut n = 0u64;
+
+    // Throughput at two batch sizes, 100 000 events each.
+    for batch_size in [100usize, 1000] {
+        let count = 100_000.min(total / 2);
+        let started = Instant::now();
+        let mut done = 0;
+        while done < count {
+            let d = (done / batch_size) % DAEMONS;
+            let batch: Vec<Event> = (0..batch_size)
+                .map(|_| {
+                    seqs[d] += 1;
+                    n += 1;
+                    make_event(&mut rng, seqs[d], n, total as u64, now - 5000)
+                })
+                .collect();
+            ingest(&store, &fleet, &daemons[d], batch)
+                .await
+                .expect("ingest");
+            done += batch_size;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        stored += done;
+        println!(
+            "BENCH {backend:?} ingest batch={batch_size}: {done} events in {secs:.1} s = {:.0} events/s",
+            done as f64 / secs
+        );
+    }
+
+    // Fill the table with batches of 1000.
+    let started = Instant::now();
+    while stored < total {
+        let d = (stored / 1000) % DAEMONS;
+        let batch: Vec<Event> = (0..1000)
+            .map(|_| {
+                seqs[d] += 1;
+                n += 1;
+                make_event(&mut rng, seqs[d], n, total as u64, now - 5000)
+            })
+            .collect();
+        ingest(&store, &fleet, &daemons[d], batch)
+            .await
+            .expect("ingest");
+        stored += 1000;
+    }
+    println!(
+        "BENCH {backend:?} loaded {stored} events (fill at {:.0} events/s)",
+        (stored.saturating_sub(200_000)) as f64 / started.elapsed().as_secs_f64().max(1e-9)
+    );
+
+    // Planner statistics, as autovacuum (PostgreSQL) or `ANALYZE` (SQLite) keep them.
+    let url = s.db.as_ref().expect("db").url.clone();
+    let started = Instant::now();
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+            sqlx::query("ANALYZE")
+                .execute(&pool)
+                .await
+                .expect("analyze");
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+            sqlx::query("ANALYZE events")
+                .execute(&pool)
+                .await
+                .expect("analyze");
+            pool.close().await;
+        }
+    }
+    println!(
+        "BENCH {backend:?} ANALYZE in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // GET /events with two filters, first page of 100, over REST (TLS, JSON).
+    let queries = [
+        ("agent_id+verdict", "verdict=DENY&agent_id={d}"),
+        ("agent_type+kind", "agent_type=cursor&kind=EXEC"),
+        ("agent_id+since", "agent_id={d}&since=24h"),
+    ];
+    for (label, q) in queries {
+        let mut lat = Vec::new();
+        let mut rows = 0;
+        for i in 0..200 {
+            let path = format!(
+                "/api/v1/events?limit=100&{}",
+                q.replace("{d}", &daemons[i % DAEMONS])
+            );
+            let t = Instant::now();
+            let r = s.get(&path).bearer_auth(&admin).send().await.expect("get");
+            assert_eq!(r.status(), StatusCode::OK);
+            let body: Value = r.json().await.expect("json");
+            lat.push(t.elapsed());
+            rows += body["events"].as_array().map_or(0, Vec::len);
+        }
+        lat.sort();
+        println!(
+            "BENCH {backend:?} GET /events {label} over {stored}: p50 {:.1} ms, p99 {:.1} ms ({} rows/page on average)",
+            percentile(&lat, 0.5).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+            rows / 200
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --release --ignored"]
+async fn bench_sqlite() {
+    run(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --release --ignored"]
+async fn bench_postgres() {
+    run(Backend::Postgres).await;
+}

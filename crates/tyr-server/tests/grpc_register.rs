@@ -1,0 +1,158 @@
+//! `Register` against the real `tyr-server` process over real TLS: a good token enrolls; each
+//! bad token is refused with UNAUTHENTICATED and its reason, and nothing is stored; a
+//! single-use token admits exactly one of many concurrent registrations.
+
+use serde_json::Value;
+use tonic::Code;
+use tyr_testkit::grpc::{self, register_request};
+use tyr_testkit::{Db, TestServer};
+
+mod common;
+use common::{Backend, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tyr-server");
+
+async fn server() -> TestServer {
+    TestServer::start_bin(BIN, Db::Sqlite).await
+}
+
+async fn agents(admin: &tyr_testkit::Admin) -> Vec<Value> {
+    let (status, body) = admin.get("/api/v1/agents?include_revoked=true").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().cloned().unwrap_or_default()
+}
+
+async fn token_uses(admin: &tyr_testkit::Admin, id: &str) -> i64 {
+    let (_, body) = admin.get("/api/v1/enrollment-tokens").await;
+    body.as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == id))
+        .and_then(|t| t["uses"].as_i64())
+        .expect("token listed")
+}
+
+async fn refused(server: &TestServer, token: &str, reason: &str) {
+    let err = grpc::register(server, token)
+        .await
+        .expect_err("registration must be refused");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains(reason), "{reason}: {err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_token_enrolls_and_bad_tokens_store_nothing_sqlite() {
+    good_token_enrolls_and_bad_tokens_store_nothing(server().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_token_enrolls_and_bad_tokens_store_nothing_postgres() {
+    let Some(db) = TestDb::new(Backend::Postgres, &std::env::temp_dir()).await else {
+        return;
+    };
+    let server = TestServer::start_bin(BIN, Db::Postgres(db.url.clone())).await;
+    good_token_enrolls_and_bad_tokens_store_nothing(server, Some(&db.url)).await;
+    db.drop().await;
+}
+
+/// `pg_url`: the server's PostgreSQL database, `None` for its SQLite one.
+async fn good_token_enrolls_and_bad_tokens_store_nothing(server: TestServer, pg_url: Option<&str>) {
+    let admin = server.admin().await;
+
+    // A good token: a CA-signed certificate naming a new agent id, and a daemon record.
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+    assert!(uuid_like(&creds.agent_id), "{}", creds.agent_id);
+    assert!(creds.cert_pem.contains("BEGIN CERTIFICATE"));
+    let listed = agents(&admin).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], creds.agent_id.as_str());
+    assert_eq!(listed[0]["name"], "test-agent");
+
+    refused(
+        &server,
+        "tyr_et_0000000000000000000000000000000000000000",
+        "unknown",
+    )
+    .await;
+    refused(&server, "", "unknown").await;
+
+    let (revoked_id, revoked) = admin.enrollment_token(5, 1).await;
+    let (status, _) = admin
+        .delete(&format!("/api/v1/enrollment-tokens/{revoked_id}"))
+        .await;
+    assert_eq!(status, 204);
+    refused(&server, &revoked, "revoked").await;
+    assert_eq!(token_uses(&admin, &revoked_id).await, 0);
+
+    let (once_id, once) = admin.enrollment_token(1, 1).await;
+    grpc::register(&server, &once).await.expect("first use");
+    refused(&server, &once, "exhausted").await;
+    assert_eq!(token_uses(&admin, &once_id).await, 1);
+
+    let (expired_id, expired) = admin.enrollment_token(5, 1).await;
+    expire_token(&server, pg_url, &expired_id).await;
+    refused(&server, &expired, "expired").await;
+    assert_eq!(token_uses(&admin, &expired_id).await, 0);
+
+    // A malformed CSR is refused without using the token.
+    let (mut req, _) = register_request(&once);
+    req.csr_pem = "not a csr".into();
+    let (fresh_id, fresh) = admin.enrollment_token(1, 1).await;
+    req.enrollment_token = fresh;
+    let mut c = grpc::client(&server, None).await.expect("client");
+    let err = c.register(req).await.expect_err("bad csr");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(token_uses(&admin, &fresh_id).await, 0);
+
+    // Only the two good registrations were stored.
+    assert_eq!(agents(&admin).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_use_token_admits_one_of_many_concurrent_registrations() {
+    let server = server().await;
+    let admin = server.admin().await;
+    let (_, token) = admin.enrollment_token(1, 1).await;
+    let attempts = (0..8).map(|_| grpc::register(&server, &token));
+    let results = futures_util::future::join_all(attempts).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Code::Unauthenticated, "{r:?}");
+    }
+    assert_eq!(agents(&admin).await.len(), 1);
+}
+
+/// Moves a token's expiry into the past, in the server's database (the API cannot create an
+/// expired token).
+async fn expire_token(server: &TestServer, pg_url: Option<&str>, id: &str) {
+    const SQL: &str = "UPDATE enrollment_tokens SET expires_at = 1 WHERE id = $1";
+    match pg_url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.expect("open db");
+            sqlx::query(SQL)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect("expire");
+            pool.close().await;
+        }
+        None => {
+            let url = format!(
+                "sqlite://{}",
+                server.data_dir.path().join("tyr.db").display()
+            );
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("open db");
+            sqlx::query(SQL)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect("expire");
+            pool.close().await;
+        }
+    }
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|&c| c == '-').count() == 4
+}

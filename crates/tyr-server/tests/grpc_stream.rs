@@ -1,0 +1,300 @@
+//! `Stream` against the real `tyr-server` process over real mTLS, the test playing the
+//! daemon: who is refused, policy pushes on connect and on assignment changes, event batches
+//! acknowledged once and stored once, revocation cutting a live stream.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tyr_proto::agent::{
+    AgentMessage, Heartbeat, ServerMessage, agent_message::Msg, server_message,
+};
+use tyr_proto::events::{self, EventBatch, Record, record};
+use tyr_testkit::grpc::{self, Credentials, OpenStream, issue_client_cert, other_ca};
+use tyr_testkit::{Admin, Db, TestServer};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+mod common;
+use common::{Backend, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tyr-server");
+
+async fn server() -> TestServer {
+    TestServer::start_bin(BIN, Db::Sqlite).await
+}
+
+async fn next(s: &mut OpenStream) -> Result<server_message::Msg, tonic::Status> {
+    match tokio::time::timeout(WAIT, s.rx.message()).await {
+        Ok(Ok(Some(ServerMessage { msg: Some(m) }))) => Ok(m),
+        Ok(Ok(other)) => panic!("stream ended or empty message: {other:?}"),
+        Ok(Err(status)) => Err(status),
+        Err(_) => panic!("no server message within {WAIT:?}"),
+    }
+}
+
+async fn send(s: &OpenStream, msg: Msg) {
+    s.tx.send(AgentMessage { msg: Some(msg) })
+        .await
+        .expect("send");
+}
+
+fn push_version(m: server_message::Msg) -> String {
+    match m {
+        server_message::Msg::PolicyPush(p) => {
+            serde_json::from_str::<serde_json::Value>(&p.effective_set_json).expect("json set");
+            p.policy_version
+        }
+        other => panic!("expected a PolicyPush, got {other:?}"),
+    }
+}
+
+async fn connected(server: &TestServer, creds: &Credentials) -> OpenStream {
+    let mut s = grpc::open_stream(server, Some(creds))
+        .await
+        .expect("stream");
+    assert_eq!(
+        push_version(next(&mut s).await.expect("push")),
+        "builtin-audit"
+    );
+    s
+}
+
+fn event(seq: u64) -> Record {
+    Record {
+        record: Some(record::Record::Event(events::Event {
+            event_id: String::new(),
+            seq,
+            kind: events::Kind::FileRead.into(),
+            resource: format!("/data/{seq}"),
+            verdict: events::Verdict::Allow.into(),
+            enforced: events::Enforced::None.into(),
+            severity: events::Severity::Low.into(),
+            policy_version: "builtin-audit".into(),
+            pid: 42,
+            timestamp_ns: 1_700_000_000_000_000_000 + seq,
+            agent_type: "claude-code".into(),
+            ..events::Event::default()
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_refuses_callers_without_a_live_ca_certificate() {
+    let server = server().await;
+    let admin = server.admin().await;
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+
+    // No client certificate: TLS lets it through (for Register), Stream does not.
+    let err = grpc::open_stream(&server, None).await.expect_err("no cert");
+    assert!(err.contains("Unauthenticated"), "{err}");
+
+    // A certificate naming the same agent from another CA: refused by TLS.
+    let (ca, key) = other_ca();
+    let foreign = issue_client_cert(&ca, &key, &creds.agent_id, -1, 30);
+    let err = grpc::open_stream(&server, Some(&foreign))
+        .await
+        .expect_err("foreign CA");
+    assert!(
+        !err.contains("PermissionDenied"),
+        "refused by TLS, not later: {err}"
+    );
+
+    // An expired certificate from the server's own CA: refused by TLS.
+    let expired = issue_client_cert(
+        &server.ca_pem(),
+        &server.ca_key_pem(),
+        &creds.agent_id,
+        -40,
+        -10,
+    );
+    let err = grpc::open_stream(&server, Some(&expired))
+        .await
+        .expect_err("expired");
+    assert!(
+        !err.contains("PermissionDenied"),
+        "refused by TLS, not later: {err}"
+    );
+
+    // A valid certificate from the server's CA for an agent that never enrolled.
+    let stranger = issue_client_cert(
+        &server.ca_pem(),
+        &server.ca_key_pem(),
+        "0196a3b2-7d1e-7c00-8000-000000000001",
+        -1,
+        30,
+    );
+    let err = grpc::open_stream(&server, Some(&stranger))
+        .await
+        .expect_err("unknown agent");
+    assert!(err.contains("PermissionDenied"), "{err}");
+
+    // The real certificate works, until the daemon is revoked.
+    drop(connected(&server, &creds).await);
+    let (status, _) = admin
+        .delete(&format!("/api/v1/agents/{}", creds.agent_id))
+        .await;
+    assert_eq!(status, 204);
+    let err = grpc::open_stream(&server, Some(&creds))
+        .await
+        .expect_err("revoked");
+    assert!(err.contains("PermissionDenied"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_cuts_a_live_stream() {
+    let server = server().await;
+    let admin = server.admin().await;
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+    let mut s = connected(&server, &creds).await;
+    let started = Instant::now();
+    let (status, _) = admin
+        .delete(&format!("/api/v1/agents/{}", creds.agent_id))
+        .await;
+    assert_eq!(status, 204);
+    let err = next(&mut s).await.expect_err("the stream must be cut");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+async fn apply_policy(admin: &Admin, name: &str) -> i64 {
+    let yaml = format!(
+        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  default: allow\n  rules:\n    - name: no-ssh\n      action: file_read\n      resource_pattern: \"/home/*/.ssh/**\"\n      verdict: deny\n"
+    );
+    let (status, body) = admin.post("/api/v1/policies", &json!({"yaml": yaml})).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    body["version"].as_i64().expect("version")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignment_changes_are_pushed_to_connected_daemons_within_a_second() {
+    let server = server().await;
+    let admin = server.admin().await;
+    let a = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("a");
+    let b = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("b");
+    let mut sa = connected(&server, &a).await;
+    let mut sb = connected(&server, &b).await;
+    let version = apply_policy(&admin, "laptops").await;
+
+    // A base for daemon `a` reaches `a` only.
+    let started = Instant::now();
+    let (status, body) = admin
+        .post(
+            "/api/v1/policy-assignments",
+            &json!({"target_type": "daemon", "target_id": a.agent_id, "policy": "laptops", "version": version}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let got = push_version(next(&mut sa).await.expect("push to a"));
+    let latency = started.elapsed();
+    assert_eq!(got, format!("base=laptops@{version}"));
+    assert!(latency < Duration::from_secs(1), "push took {latency:?}");
+
+    // An overlay for an agent type reaches every daemon.
+    let started = Instant::now();
+    let (status, body) = admin
+        .post(
+            "/api/v1/policy-assignments",
+            &json!({"target_type": "agent_type", "target_id": "claude-code", "policy": "laptops", "version": version}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let got_b = push_version(next(&mut sb).await.expect("push to b"));
+    let got_a = push_version(next(&mut sa).await.expect("push to a"));
+    let latency = started.elapsed();
+    assert_eq!(
+        got_b,
+        format!("builtin-audit;claude-code=laptops@{version}")
+    );
+    assert_eq!(
+        got_a,
+        format!("base=laptops@{version};claude-code=laptops@{version}")
+    );
+    assert!(latency < Duration::from_secs(1), "push took {latency:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_acknowledged_after_commit_and_stored_once_sqlite() {
+    batches_are_acknowledged_after_commit_and_stored_once(server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_acknowledged_after_commit_and_stored_once_postgres() {
+    let Some(db) = TestDb::new(Backend::Postgres, &std::env::temp_dir()).await else {
+        return;
+    };
+    let server = TestServer::start_bin(BIN, Db::Postgres(db.url.clone())).await;
+    batches_are_acknowledged_after_commit_and_stored_once(server).await;
+    db.drop().await;
+}
+
+async fn batches_are_acknowledged_after_commit_and_stored_once(server: TestServer) {
+    let admin = server.admin().await;
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+    let mut s = connected(&server, &creds).await;
+
+    send(&s, Msg::Heartbeat(Heartbeat::default())).await;
+    let batch = |seqs: std::ops::RangeInclusive<u64>| {
+        Msg::EventBatch(EventBatch {
+            records: seqs.map(event).collect(),
+        })
+    };
+    send(&s, batch(1..=50)).await;
+    assert!(matches!(next(&mut s).await, Ok(server_message::Msg::EventAck(a)) if a.seq == 50));
+    // A resend after a lost ack, overlapping the next records: stored once.
+    send(&s, batch(41..=60)).await;
+    assert!(matches!(next(&mut s).await, Ok(server_message::Msg::EventAck(a)) if a.seq == 60));
+    let seqs = admin.event_seqs(&creds.agent_id).await;
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+
+    let (_, agents) = admin.get("/api/v1/agents").await;
+    let me = agents
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["id"] == creds.agent_id.as_str()))
+        .cloned()
+        .expect("listed");
+    assert_eq!(me["status"], "online", "{me}");
+    assert_eq!(me["tier"], "observe", "{me}");
+
+    // A stream that does not start with a CapabilityReport is refused.
+    let first = AgentMessage {
+        msg: Some(Msg::Heartbeat(Heartbeat::default())),
+    };
+    let mut raw = grpc::open_stream_with(&server, Some(&creds), first)
+        .await
+        .expect("stream");
+    let err = next(&mut raw).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_sessions_and_the_server_exits_promptly() {
+    let mut server = server().await;
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+    let mut s = connected(&server, &creds).await;
+    let started = Instant::now();
+    let (exited_ok, err) = tokio::join!(server.terminate(Duration::from_secs(15)), next(&mut s));
+    let err = err.expect_err("the session must end");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(exited_ok, "{}", server.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
