@@ -6,8 +6,7 @@
 //! drift compares the two.
 
 use serde::{Deserialize, Serialize};
-use tyr_policy::glob::Homes;
-use tyr_policy::{EffectiveSet, Request, Verdict};
+use tyr_policy::{Evaluator, Request, Verdict};
 
 /// A daemon's enforcement tier (SPEC §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,19 +111,19 @@ pub struct DriftOutcome {
     pub cause: Option<DriftCause>,
 }
 
-/// Re-evaluates `event` against `current` (version `current_version`) for a daemon on `tier`.
+/// Re-evaluates `event` with `current`, the prepared effective set of version
+/// `current_version` (build one [`Evaluator`] per batch), for a daemon on `tier`.
 ///
 /// `drift_detected = server_verdict != event.verdict`. The cause, first that holds:
 /// `stale_policy` when the event's version is not `current_version`; `tier_limit` when the
 /// server says deny, the event was not enforced and `tier` cannot block; else `mismatch`.
 pub fn assess(
-    current: &EffectiveSet,
+    current: &Evaluator,
     current_version: &str,
     tier: Tier,
     event: &EventFacts,
-    homes: &Homes,
 ) -> DriftOutcome {
-    let server_verdict = tyr_policy::evaluate(current, &event.request, homes).verdict;
+    let server_verdict = current.evaluate(&event.request).verdict;
     let drift_detected = server_verdict != event.verdict;
     let cause = drift_detected.then(|| {
         if event.policy_version != current_version {
@@ -165,7 +164,8 @@ pub fn effective_version(base: Option<(&str, u32)>, overlays: &[(&str, &str, u32
 
 #[cfg(test)]
 mod tests {
-    use tyr_policy::{Action, Overlay, Policy};
+    use tyr_policy::glob::Homes;
+    use tyr_policy::{Action, EffectiveSet, Overlay, Policy};
 
     use super::*;
 
@@ -214,7 +214,8 @@ spec:
     }
 
     fn run(tier: Tier, event: &EventFacts) -> DriftOutcome {
-        assess(&current(), V, tier, event, &Homes::default())
+        let set = current();
+        assess(&Evaluator::new(&set, &Homes::default()), V, tier, event)
     }
 
     const VERDICTS: [Verdict; 3] = [Verdict::Allow, Verdict::Alert, Verdict::Deny];
@@ -309,8 +310,9 @@ spec:
 
     #[test]
     fn no_base_is_the_builtin_audit_policy() {
+        let set = EffectiveSet::default();
         let out = assess(
-            &EffectiveSet::default(),
+            &Evaluator::new(&set, &Homes::default()),
             "builtin-audit",
             Tier::Lsm,
             &facts(
@@ -319,7 +321,6 @@ spec:
                 Enforced::Blocked,
                 "builtin-audit",
             ),
-            &Homes::default(),
         );
         assert_eq!(out.server_verdict, Verdict::Allow);
         assert_eq!(out.cause, Some(DriftCause::Mismatch));

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tyr_policy::Verdict;
+use tyr_policy::{Evaluator, Verdict};
 use tyr_policy::glob::Homes;
 use tyr_proto::events;
 
@@ -83,8 +83,8 @@ fn assess(
     daemon_id: &str,
     ev: &IncomingEvent,
     effective: &Effective,
+    evaluator: &Evaluator,
     tier: Tier,
-    homes: &Homes,
 ) -> Option<(EventRecord, Option<DriftCause>)> {
     let kind = kind_name(ev.kind())?;
     let verdict = Verdict::try_from(ev.verdict()).ok()?;
@@ -97,7 +97,7 @@ fn assess(
             enforced,
             policy_version: ev.policy_version.clone(),
         };
-        drift::assess(&effective.set, &effective.version, tier, &facts, homes)
+        drift::assess(evaluator, &effective.version, tier, &facts)
     });
     let timestamp_ns = i64::try_from(ev.timestamp_ns).unwrap_or(i64::MAX);
     let ts = timestamp_ns / 1_000_000;
@@ -148,11 +148,12 @@ fn assess_batch(
     effective: &Effective,
     tier: Tier,
 ) -> (Vec<EventRecord>, HashMap<i64, DriftCause>, usize) {
-    let homes = Homes::default();
+    // Patterns are parsed once per batch, not once per event.
+    let evaluator = Evaluator::new(&effective.set, &Homes::default());
     let mut records = Vec::with_capacity(batch.len());
     let mut causes = HashMap::new();
     for ev in batch {
-        match assess(daemon_id, ev, effective, tier, &homes) {
+        match assess(daemon_id, ev, effective, &evaluator, tier) {
             Some((record, cause)) => {
                 if let Some(c) = cause {
                     causes.entry(record.seq).or_insert(c);

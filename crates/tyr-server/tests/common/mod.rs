@@ -79,16 +79,20 @@ impl TestDb {
         }
     }
 
-    /// Drops the PostgreSQL database.
+    /// Drops the PostgreSQL database. Clean-up only: a failure is reported, not fatal (FORCE
+    /// cannot terminate a backend of another role, such as an autovacuum worker, and then
+    /// PostgreSQL refuses the drop; the database is left behind as `tyr_test_*`).
     pub async fn drop(self) {
         if let Some((admin_url, name)) = self.pg {
             let pool = sqlx::PgPool::connect(&admin_url).await.expect("connect");
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
             )))
             .execute(&pool)
-            .await
-            .expect("drop test database");
+            .await;
+            if let Err(e) = dropped {
+                eprintln!("warning: test database {name} not dropped: {e}");
+            }
             pool.close().await;
         }
     }
