@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tyr_policy::{Evaluator, Verdict};
 use tyr_policy::glob::Homes;
+use tyr_policy::{Evaluator, Verdict};
 use tyr_proto::events;
 
 use crate::drift::{self, DriftCause, Enforced, EventFacts, Tier};
