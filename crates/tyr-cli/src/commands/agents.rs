@@ -153,11 +153,11 @@ pub fn run_discovered(ctx: &Ctx, cmd: DiscoveredCommand) -> Result<ExitCode, Cli
             done(ctx, v, &format!("reclassified {id} as {agent_type}"));
         }
         DiscoveredCommand::Merge { id, into_id } => {
-            let v = api.post(&[path, &id], &json!({"merge_into": into_id}))?;
+            let v = api.post(&[path, &id, "merge"], &json!({"into": into_id}))?;
             done(ctx, v, &format!("merged {id} into {into_id}"));
         }
         DiscoveredCommand::Archive { id } => {
-            let v = api.patch(&[path, &id], &json!({"archived": true}))?;
+            let v = api.post(&[path, &id, "archive"], &json!({}))?;
             done(ctx, v, &format!("archived {id}"));
         }
     }
