@@ -2,11 +2,10 @@
 //! dir) driven by the real `tyr` binary. The server is built with `cargo build -p tyr-server`
 //! first; when it cannot be built the tests say so and skip.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -56,68 +55,33 @@ fn server_binary() -> Option<PathBuf> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A running `tyr-server`, killed on drop.
+/// A running `tyr-server` (the test kit's, killed on drop) and the runtime that drives it.
 struct Server {
-    child: Child,
+    /// Held for its `Drop`, which stops the process.
+    _inner: tyr_testkit::TestServer,
     url: String,
     ca: PathBuf,
-    _data: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Server {
-    /// Starts the server and waits for its "REST API listening" log line.
+    /// Builds and starts the server on SQLite and waits until it is healthy.
     fn start() -> Option<Server> {
         let bin = server_binary()?;
-        let data = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut child = Command::new(bin)
-            .env("TYR_DATA_DIR", data.path().join("data"))
-            .env("TYR_REST_BIND", format!("127.0.0.1:{port}"))
-            .env("TYR_GRPC_BIND", format!("127.0.0.1:{}", free_port()))
-            .env("TYR_SERVER_NAMES", "localhost,127.0.0.1")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("DATABASE_URL")
-            .env_remove("TYR_REST_NO_TLS")
-            .env_remove("TYR_BOOTSTRAP_ENROLLMENT_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tyr-server");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[tyr-server] {line}");
-                if line.contains("REST API listening") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let server = Server {
-            child,
-            url: format!("https://localhost:{port}"),
-            ca: data.path().join("data").join("ca.pem"),
-            _data: data,
-        };
-        rx.recv_timeout(Duration::from_secs(120))
-            .expect("tyr-server did not report `REST API listening` (see its log above)");
-        Some(server)
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let inner = runtime.block_on(tyr_testkit::TestServer::start_bin(
+            bin,
+            tyr_testkit::Db::Sqlite,
+        ));
+        Some(Server {
+            url: inner.url(""),
+            ca: inner.ca_file(),
+            _inner: inner,
+            _runtime: runtime,
+        })
     }
 
     /// Runs the one-time setup over REST.

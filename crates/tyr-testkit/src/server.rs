@@ -19,6 +19,8 @@ pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 /// Time allowed for the server to answer `/health`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many port pairs [`TestServer::start`] tries before giving up.
+const START_ATTEMPTS: usize = 5;
 
 /// The database of a test server.
 #[derive(Debug, Clone)]
@@ -92,11 +94,33 @@ impl TestServer {
             bin: bin.into(),
             child: None,
         };
-        s.spawn().await;
-        s
+        // A port found free can be taken by a parallel test before the server binds it:
+        // then start again on other ports.
+        for _ in 0..START_ATTEMPTS {
+            match s.try_spawn().await {
+                Ok(()) => return s,
+                Err(log) if log.contains("Address already in use") => {
+                    s.rest_port = free_port();
+                    s.grpc_port = free_port();
+                }
+                Err(log) => panic!("tyr-server exited:\n{log}"),
+            }
+        }
+        panic!(
+            "tyr-server found no free port in {START_ATTEMPTS} attempts:\n{}",
+            s.log()
+        );
     }
 
+    /// Starts the server process on its ports and waits for `/health`; panics if it exits.
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("tyr-server exited:\n{log}");
+        }
+    }
+
+    /// Like [`Self::spawn`], but an early exit returns the log instead of panicking.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -123,11 +147,14 @@ impl TestServer {
         let mut client: Option<Client> = None;
         let log = self.log_path();
         let child = self.child.as_mut().expect("child");
-        let http = wait_for("tyr-server /health", START_TIMEOUT, || {
-            if let Ok(Some(status)) = child.try_wait() {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("tyr-server exited with {status}:\n{text}");
-            }
+        let started = wait_for("tyr-server /health", START_TIMEOUT, || {
+            let exited = match child.try_wait() {
+                Ok(Some(status)) => {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    Some(format!("exit {status}:\n{text}"))
+                }
+                _ => None,
+            };
             if client.is_none() && ca.exists() {
                 client = std::fs::read_to_string(&ca)
                     .ok()
@@ -137,13 +164,18 @@ impl TestServer {
             let c = client.clone();
             let health = health.clone();
             async move {
+                if let Some(log) = exited {
+                    return Some(Err(log));
+                }
                 let c = c?;
                 let ok = c.get(&health).send().await.ok()?.status().is_success();
-                ok.then_some(c)
+                ok.then_some(Ok(c))
             }
         })
         .await;
-        self.http = http;
+        self.child.take_if(|_| started.is_err());
+        self.http = started?;
+        Ok(())
     }
 
     /// The server's log (stderr), appended across restarts.
