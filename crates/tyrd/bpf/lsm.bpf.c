@@ -71,28 +71,7 @@ int BPF_PROG(tyr_lsm_file_open, struct file *file, int ret)
 	unsigned int oflags = BPF_CORE_READ(file, f_flags);
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	struct vfsmount *mnt = BPF_CORE_READ(file, f_path.mnt);
-	__u8 verdict = 0, fail = 0;
-	__u32 layer = 0, rule = NO_RULE;
-	int decided = 0;
-	if (fmode & FMODE_READ) {
-		decide(&d, dentry, mnt);
-		verdict = d.verdict;
-		layer = d.layer;
-		rule = d.rule;
-		fail = d.fail;
-		decided = 1;
-	}
-	if (fmode & FMODE_WRITE) {
-		d.action = TYR_ACTION_FILE_WRITE;
-		decide(&d, dentry, mnt);
-		if (decided && d.verdict <= verdict) {
-			d.action = TYR_ACTION_FILE_READ;
-			d.verdict = verdict;
-			d.layer = layer;
-			d.rule = rule;
-			d.fail = fail;
-		}
-	}
+	decide_open(&d, dentry, mnt, fmode);
 	return lsm_verdict(&d, proc, cfg, dentry, mnt, oflags);
 }
 

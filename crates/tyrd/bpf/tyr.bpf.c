@@ -741,6 +741,36 @@ static __always_inline struct file *fd_file(long fd)
 	return f;
 }
 
+/* Decides an open of mode `fmode` into `d` (whose action is file_read): a read-write open is
+ * decided as a read and as a write, and the stricter decision is kept (the read on a tie).
+ * Shared by the tracepoint tier (after the open) and the LSM tier (before it). */
+static __always_inline void decide_open(struct decide *d, struct dentry *dentry,
+					struct vfsmount *mnt, unsigned int fmode)
+{
+	__u8 verdict = 0, fail = 0;
+	__u32 layer = 0, rule = NO_RULE;
+	int decided = 0;
+	if (fmode & FMODE_READ) {
+		decide(d, dentry, mnt);
+		verdict = d->verdict;
+		layer = d->layer;
+		rule = d->rule;
+		fail = d->fail;
+		decided = 1;
+	}
+	if (fmode & FMODE_WRITE) {
+		d->action = TYR_ACTION_FILE_WRITE;
+		decide(d, dentry, mnt);
+		if (decided && d->verdict <= verdict) {
+			d->action = TYR_ACTION_FILE_READ;
+			d->verdict = verdict;
+			d->layer = layer;
+			d->rule = rule;
+			d->fail = fail;
+		}
+	}
+}
+
 static __always_inline int on_open(long ret)
 {
 	__u32 slot;
@@ -777,28 +807,7 @@ static __always_inline int on_open(long ret)
 	}
 	if (!(fmode & (FMODE_READ | FMODE_WRITE)))
 		return 0;
-	__u8 verdict = 0, fail = 0;
-	__u32 layer = 0, rule = NO_RULE;
-	int decided = 0;
-	if (fmode & FMODE_READ) {
-		decide(&d, dentry, mnt);
-		verdict = d.verdict;
-		layer = d.layer;
-		rule = d.rule;
-		fail = d.fail;
-		decided = 1;
-	}
-	if (fmode & FMODE_WRITE) {
-		d.action = TYR_ACTION_FILE_WRITE;
-		decide(&d, dentry, mnt);
-		if (decided && d.verdict <= verdict) {
-			d.action = TYR_ACTION_FILE_READ;
-			d.verdict = verdict;
-			d.layer = layer;
-			d.rule = rule;
-			d.fail = fail;
-		}
-	}
+	decide_open(&d, dentry, mnt, fmode);
 	enforce(&d, proc, cfg, dentry, mnt, oflags);
 	return 0;
 }

@@ -2,8 +2,6 @@
 //! TLS trusting the generated CA, on SQLite or on a fresh PostgreSQL database.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::sync::Arc;
-
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -110,26 +108,7 @@ pub fn test_config(data_dir: &std::path::Path, database_url: &str) -> Config {
     Config::load(None, env).expect("test config")
 }
 
-/// An HTTPS client trusting only the PEM CA.
-pub fn client_trusting(ca_pem: &str) -> Client {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("ca pem")).expect("add root");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("tls versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .expect("client")
-}
+pub use tyr_testkit::server::client_trusting;
 
 pub struct TestServer {
     pub config: Config,
