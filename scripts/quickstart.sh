@@ -106,11 +106,11 @@ cp /bin/cat "$TYR_DATA_DIR/stand-in-agent"
 "$tyr" audit tail --verdict DENY >"$TYR_DATA_DIR/tail.log" 2>&1 &
 tail_pid=$!
 # The daemon applies the pushed overlay asynchronously: retry until the read is refused.
-status=0
+status=
 for _ in $(seq 1 50); do
-  status=0
-  # (in a subshell, so bash does not print its own "Killed" job notice)
-  ( "$tyr" run --agent-type claude-code -- "$TYR_DATA_DIR/stand-in-agent" "$canary" >/dev/null 2>&1 ) 2>/dev/null || status=$?
+  # (in a command substitution, so bash prints no "Killed" job notice of its own)
+  status=$( { "$tyr" run --agent-type claude-code -- "$TYR_DATA_DIR/stand-in-agent" "$canary" \
+    >/dev/null 2>&1; } 2>/dev/null; echo $? )
   [ "$status" = 137 ] && break
   sleep 0.2
 done
