@@ -126,6 +126,9 @@ async fn main() -> Result<(), String> {
     let args = parse_args()?;
     let server = Arc::new(TestServer::start(args.db.clone()).await);
     let admin = server.admin().await;
+    // One token for the whole fleet (the bootstrap token allows 1,000 uses).
+    let max_uses = u32::try_from(args.daemons).map_err(|_| "too many daemons")?;
+    let token = Arc::new(admin.enrollment_token(max_uses, 1).await.1);
 
     let started = Instant::now();
     let mut creds = Vec::with_capacity(args.daemons);
@@ -134,7 +137,8 @@ async fn main() -> Result<(), String> {
             .iter()
             .map(|_| {
                 let s = server.clone();
-                tokio::spawn(async move { grpc::register(&s, &s.bootstrap_token).await })
+                let token = token.clone();
+                tokio::spawn(async move { grpc::register(&s, &token).await })
             })
             .collect();
         for r in regs {
