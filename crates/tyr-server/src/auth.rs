@@ -55,14 +55,31 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes a secret (password or enrollment token) into a PHC string. CPU-heavy: call from
-/// `spawn_blocking`.
+/// At most this many argon2id computations run at once. Each holds 19 MiB, and the allocator
+/// keeps that memory per thread: unbounded, a burst of registrations grew the server to 4 GB.
+static ARGON2_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::sync::Semaphore::new(cores)
+});
+
+/// Runs `f` (argon2id hashing or verification) on the blocking pool, one per core at a time;
+/// further callers wait their turn.
+pub async fn run_argon2<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    // The semaphore is never closed, so a permit is always granted.
+    let _permit = ARGON2_SLOTS.acquire().await.ok();
+    tokio::task::spawn_blocking(f).await
+}
+
+/// Hashes a secret (password or enrollment token) into a PHC string. CPU-heavy: call through
+/// [`run_argon2`].
 pub fn hash_secret(secret: &str) -> Result<String, argon2::password_hash::Error> {
     Ok(argon2().hash_password(secret.as_bytes())?.to_string())
 }
 
 /// Verifies a secret against a PHC string; false on mismatch or a malformed hash.
-/// CPU-heavy: call from `spawn_blocking`.
+/// CPU-heavy: call through [`run_argon2`].
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
     argon2().verify_password(secret.as_bytes(), phc).is_ok()
 }

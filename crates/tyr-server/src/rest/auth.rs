@@ -89,7 +89,7 @@ async fn login(
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |(_, h)| h.clone());
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || verify_secret(&password, &phc))
+    let ok = crate::auth::run_argon2(move || verify_secret(&password, &phc))
         .await
         .map_err(ApiError::internal)?;
     let user = match found {

@@ -82,7 +82,7 @@ pub fn check_password(password: &str) -> ApiResult<()> {
 
 /// argon2id on the blocking pool.
 pub async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || hash_secret(&password))
+    crate::auth::run_argon2(move || hash_secret(&password))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)

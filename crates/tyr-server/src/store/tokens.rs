@@ -77,7 +77,7 @@ fn generate() -> StoreResult<String> {
 }
 
 async fn hash(secret: String) -> StoreResult<String> {
-    tokio::task::spawn_blocking(move || hash_secret(&secret))
+    crate::auth::run_argon2(move || hash_secret(&secret))
         .await
         .map_err(|e| StoreError::Internal(format!("hashing task failed: {e}")))?
         .map_err(|e| StoreError::Internal(format!("hashing failed: {e}")))
@@ -170,7 +170,7 @@ impl Store {
         .map(|r| Ok::<_, sqlx::Error>((r.text("id")?, r.text("token_hash")?)))
         .collect::<Result<_, _>>()?);
         let secret = plaintext.to_owned();
-        tokio::task::spawn_blocking(move || {
+        crate::auth::run_argon2(move || {
             candidates
                 .into_iter()
                 .find(|(_, h)| verify_secret(&secret, h))
