@@ -5,13 +5,14 @@
 //! policy is an overlay for a test agent type, so no other process on the host is affected.
 //! Programs are detached when the fixture drops (also on failure).
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tyr_policy::compile::{KernelRequest, KernelResource, KernelTables, Limits, compile, emulate};
 use tyr_policy::glob::Homes;
@@ -197,20 +198,7 @@ impl Fixture {
 
     /// The first event matching `pred` within 5 s.
     fn event(&mut self, what: &str, pred: impl Fn(&KernelEvent) -> bool) -> KernelEvent {
-        let events = &mut self.events;
-        let found = self.rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    match events.next().await {
-                        Ok(Ok(ev)) if pred(&ev) => return ev,
-                        Ok(_) => {}
-                        Err(e) => panic!("ring buffer: {e}"),
-                    }
-                }
-            })
-            .await
-        });
-        found.unwrap_or_else(|_| panic!("no event within 5 s: {what}"))
+        common::first_event(&self.rt, &mut self.events, what, pred)
     }
 }
 

@@ -6,11 +6,13 @@
 //! all pass. Without root, QEMU or the Debian archive the host test prints `skipping:` (and
 //! fails under CI). In the guest a missing precondition fails: nothing is skipped there.
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tyr_policy::compile::{KernelTables, Limits, compile};
 use tyr_policy::glob::Homes;
@@ -272,20 +274,7 @@ impl Fixture {
 
     /// The first event matching `pred` within 5 s.
     fn event(&mut self, what: &str, pred: impl Fn(&KernelEvent) -> bool) -> KernelEvent {
-        let events = &mut self.events;
-        let found = self.rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    match events.next().await {
-                        Ok(Ok(ev)) if pred(&ev) => return ev,
-                        Ok(_) => {}
-                        Err(e) => panic!("ring buffer: {e}"),
-                    }
-                }
-            })
-            .await
-        });
-        found.unwrap_or_else(|_| panic!("no event within 5 s: {what}"))
+        common::first_event(&self.rt, &mut self.events, what, pred)
     }
 }
 
