@@ -30,16 +30,10 @@ static __always_inline int lsm_verdict(struct decide *d, const struct tyr_proc *
 	return -EPERM;
 }
 
-/* A process that should be governed but has no entry: blocked, reported as fail-closed. */
+/* A doomed process on the LSM tier: blocked. */
 static __always_inline int block_doomed(struct decide *d, struct tyr_config *cfg)
 {
-	count(TYR_COUNTER_FAIL_CLOSED);
-	d->verdict = TYR_VERDICT_DENY;
-	d->layer = 0;
-	d->rule = NO_RULE;
-	d->fail = 1;
-	d->path.built = 1;
-	d->path.bad = 1;
+	doomed_decision(d);
 	emit(d, NULL, 0, TYR_ENFORCED_BLOCKED, 0, cfg->generation);
 	return -EPERM;
 }

@@ -703,16 +703,24 @@ static __always_inline void doom(__u32 tgid)
 		__sync_fetch_and_add(alarm, 1);
 }
 
-/* A process that should be governed but has no entry: killed, reported as fail-closed. */
-static __always_inline void kill_doomed(struct decide *d, struct tyr_config *cfg)
+/* The decision for a process that should be governed but has no entry (its identity could
+ * not be recorded): deny, fail-closed, counted. Shared by both tiers. */
+static __always_inline void doomed_decision(struct decide *d)
 {
-	bpf_send_signal(SIGKILL);
+	count(TYR_COUNTER_FAIL_CLOSED);
 	d->verdict = TYR_VERDICT_DENY;
 	d->layer = 0;
 	d->rule = NO_RULE;
 	d->fail = 1;
 	d->path.built = 1;
 	d->path.bad = 1;
+}
+
+/* A doomed process on the tracepoint tier: killed. */
+static __always_inline void kill_doomed(struct decide *d, struct tyr_config *cfg)
+{
+	bpf_send_signal(SIGKILL);
+	doomed_decision(d);
 	emit(d, NULL, 0, TYR_ENFORCED_KILLED, 0, cfg->generation);
 }
 

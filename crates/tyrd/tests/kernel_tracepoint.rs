@@ -377,7 +377,9 @@ fn a_child_that_cannot_be_recorded_is_killed_not_ungoverned() {
         e.fail_closed && e.enforced == Enforced::Killed
     });
     assert_eq!(ev.verdict, Verdict::Deny);
-    assert!(fx.tp.counters().expect("counters").fork_full >= 1);
+    let counters = fx.tp.counters().expect("counters");
+    assert!(counters.fork_full >= 1);
+    assert!(counters.fail_closed >= 1, "the fail-closed kill was not counted");
 }
 
 /// A cgroup v2 directory for the test, removed on drop (and the hierarchy unmounted when the
