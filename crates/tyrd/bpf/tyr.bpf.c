@@ -417,8 +417,9 @@ static long cand_step(__u32 i, void *data)
 		if (!c->net)
 			return 0;
 		struct port_walk w = {.off = r->port_off, .port = c->port};
-		bpf_loop(r->port_len, port_step, &w, 0);
-		if (w.err) {
+		/* A refused loop (e.g. a port_len beyond bpf_loop's bound) means an inconsistent
+		 * table: fail closed rather than skip the rule. */
+		if (bpf_loop(r->port_len, port_step, &w, 0) < 0 || w.err) {
 			c->err = 1;
 			return 1;
 		}

@@ -379,7 +379,10 @@ fn a_child_that_cannot_be_recorded_is_killed_not_ungoverned() {
     assert_eq!(ev.verdict, Verdict::Deny);
     let counters = fx.tp.counters().expect("counters");
     assert!(counters.fork_full >= 1);
-    assert!(counters.fail_closed >= 1, "the fail-closed kill was not counted");
+    assert!(
+        counters.fail_closed >= 1,
+        "the fail-closed kill was not counted"
+    );
 }
 
 /// A cgroup v2 directory for the test, removed on drop (and the hierarchy unmounted when the

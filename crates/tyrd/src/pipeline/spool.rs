@@ -330,13 +330,16 @@ impl Spool {
         }
         let mut lost = Vec::new();
         for pair in self.segments.windows(2) {
-            let (from, to) = (pair[0].next.max(self.acked + 1), pair[1].first - 1);
+            let (from, to) = (
+                pair[0].next.max(self.acked.saturating_add(1)),
+                pair[1].first - 1,
+            );
             if from <= to {
                 lost.push((from, to));
             }
         }
         let last_next = self.segments.last().map_or(1, |s| s.next);
-        self.next_seq = last_next.max(self.acked + 1);
+        self.next_seq = last_next.max(self.acked.saturating_add(1));
         if let Some(seg) = self.segments.last() {
             let path = segment_path(&self.dir, seg.first);
             let file = OpenOptions::new()
@@ -417,7 +420,7 @@ impl Spool {
             let path = segment_path(&self.dir, seg.first);
             fs::remove_file(&path).map_err(io_err(&path))?;
             self.segments.remove(0);
-            let (from, to) = (seg.first.max(self.acked + 1), seg.next - 1);
+            let (from, to) = (seg.first.max(self.acked.saturating_add(1)), seg.next - 1);
             if seg.next > seg.first && from <= to {
                 let (count, first) = seg.loss_if_dropped(from, to);
                 let g = gap.get_or_insert(Gap {
@@ -562,7 +565,7 @@ impl Spool {
         max: usize,
     ) -> Result<Vec<(u64, SpoolRecord)>, SpoolError> {
         let mut out = Vec::new();
-        let mut want = from_seq.max(self.acked + 1);
+        let mut want = from_seq.max(self.acked.saturating_add(1));
         let mut i = self.segments.partition_point(|s| s.next <= want);
         while out.len() < max && i < self.segments.len() {
             let seg = &self.segments[i];
