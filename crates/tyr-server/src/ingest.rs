@@ -17,6 +17,9 @@ use crate::store::events::EventRecord;
 use crate::store::time::rfc3339;
 use crate::store::{Store, StoreError};
 
+/// How far ahead of the server's clock a daemon's event time may be (5 minutes).
+const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
 /// An event as the daemon sends it.
 pub type IncomingEvent = events::Event;
 
@@ -85,6 +88,7 @@ fn assess(
     effective: &Effective,
     evaluator: &Evaluator,
     tier: Tier,
+    received_ms: i64,
 ) -> Option<(EventRecord, Option<DriftCause>)> {
     let kind = kind_name(ev.kind())?;
     let verdict = Verdict::try_from(ev.verdict()).ok()?;
@@ -100,7 +104,10 @@ fn assess(
         drift::assess(evaluator, &effective.version, tier, &facts)
     });
     let timestamp_ns = i64::try_from(ev.timestamp_ns).unwrap_or(i64::MAX);
-    let ts = timestamp_ns / 1_000_000;
+    // The daemon's clock orders events, but never beyond the server's clock plus a skew
+    // allowance: a future-dated event would otherwise head every listing and outlive
+    // retention. `timestamp_ns` keeps what the daemon reported.
+    let ts = (timestamp_ns / 1_000_000).min(received_ms.saturating_add(MAX_CLOCK_SKEW_MS));
     let event_id = match uuid::Uuid::parse_str(&ev.event_id) {
         Ok(id) => id.to_string(),
         Err(_) => uuid::Uuid::now_v7().to_string(),
@@ -150,10 +157,11 @@ fn assess_batch(
 ) -> (Vec<EventRecord>, HashMap<i64, DriftCause>, usize) {
     // Patterns are parsed once per batch, not once per event.
     let evaluator = Evaluator::new(&effective.set, &Homes::default());
+    let received_ms = crate::store::time::now_ms();
     let mut records = Vec::with_capacity(batch.len());
     let mut causes = HashMap::new();
     for ev in batch {
-        match assess(daemon_id, ev, effective, &evaluator, tier) {
+        match assess(daemon_id, ev, effective, &evaluator, tier, received_ms) {
             Some((record, cause)) => {
                 if let Some(c) = cause {
                     causes.entry(record.seq).or_insert(c);

@@ -22,6 +22,7 @@ on_both_backends! {
     filters_and_keyset_pagination => filters_and_keyset_pagination;
     sse_delivers_and_reports_drops => sse_delivers_and_reports_drops;
     retention_deletes_old_events => retention_deletes_old_events;
+    future_dated_events_are_clamped => future_dated_events_are_clamped;
 }
 
 fn now() -> u64 {
@@ -505,5 +506,30 @@ async fn retention_deletes_old_events(backend: Backend) {
         .collect();
     left.sort();
     assert_eq!(left, vec!["/new/1", "/new/2"]);
+    s.stop().await;
+}
+
+async fn future_dated_events_are_clamped(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let (store, fleet) = (s.running_store(), s.running_fleet());
+    let d = daemon(&store, "host-a", Tier::Lsm).await;
+    let day = 86_400_000;
+    // A daemon clock ten years ahead: the event must not escape retention.
+    let batch = vec![event(
+        1,
+        "/future",
+        Verdict::Allow,
+        Enforced::None,
+        "builtin-audit",
+        now() + 3650 * day,
+    )];
+    ingest(&store, &fleet, &d, batch).await.expect("ingest");
+    let in_31_days = now_ms() + 31 * i64::try_from(day).expect("day");
+    let deleted = tyr_server::retention::purge(&store, 30, in_31_days)
+        .await
+        .expect("purge");
+    assert_eq!(deleted, 1, "a future-dated event outlived retention");
     s.stop().await;
 }
