@@ -97,7 +97,7 @@ fn issued(cert: &rcgen::Certificate, params: &CertificateParams) -> IssuedCert {
             .as_ref()
             .map(|s| hex::encode(s.to_bytes()))
             .unwrap_or_default(),
-        fingerprint: hex::encode(Sha256::digest(der.as_ref())),
+        fingerprint: fingerprint_of(der.as_ref()),
         not_after_ms: i64::try_from(params.not_after.unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX),
     }
@@ -273,6 +273,11 @@ pub fn inspect_cert(cert_pem: &str, ca_pem: &str) -> Result<CertFacts, PkiError>
         not_after: cert.validity().not_after.timestamp(),
         signed_by_ca: cert.verify_signature(Some(ca.public_key())).is_ok(),
     })
+}
+
+/// The SHA-256 fingerprint (hex) of a DER certificate, as stored for each daemon.
+pub fn fingerprint_of(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
 }
 
 #[cfg(test)]

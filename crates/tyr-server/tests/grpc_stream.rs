@@ -130,6 +130,20 @@ async fn stream_refuses_callers_without_a_live_ca_certificate() {
         .expect_err("unknown agent");
     assert!(err.contains("PermissionDenied"), "{err}");
 
+    // A valid certificate from the server's CA naming the enrolled agent, but not the one
+    // issued to it (a leaked CA key's product, or a certificate renewal replaced): refused.
+    let other = issue_client_cert(
+        &server.ca_pem(),
+        &server.ca_key_pem(),
+        &creds.agent_id,
+        -1,
+        30,
+    );
+    let err = grpc::open_stream(&server, Some(&other))
+        .await
+        .expect_err("not the daemon's current certificate");
+    assert!(err.contains("PermissionDenied"), "{err}");
+
     // The real certificate works, until the daemon is revoked.
     drop(connected(&server, &creds).await);
     let (status, _) = admin

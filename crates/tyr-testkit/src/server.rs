@@ -178,6 +178,30 @@ impl TestServer {
         Ok(())
     }
 
+    /// Records `cert_pem` as the current certificate of daemon `agent_id`, as a renewal does,
+    /// so that a certificate a test issued itself opens streams (SQLite servers only).
+    pub async fn set_current_cert(&self, agent_id: &str, cert_pem: &str) {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        use sha2::Digest;
+        assert!(
+            matches!(self.db, Db::Sqlite),
+            "set_current_cert needs SQLite"
+        );
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("certificate pem");
+        let fingerprint = hex::encode(sha2::Sha256::digest(der.as_ref()));
+        let url = format!("sqlite://{}", self.data_dir.path().join("tyr.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("open tyr.db");
+        let done = sqlx::query("UPDATE daemons SET cert_fingerprint = $1 WHERE id = $2")
+            .bind(fingerprint)
+            .bind(agent_id)
+            .execute(&pool)
+            .await
+            .expect("update daemon");
+        assert_eq!(done.rows_affected(), 1, "no daemon {agent_id}");
+        pool.close().await;
+    }
+
     /// The server's log (stderr), appended across restarts.
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.path().join("server.log")

@@ -231,6 +231,8 @@ async fn renews_its_certificate_past_half_life() {
         (-20, 10),
     );
     std::fs::write(state.join("agent.pem"), &old.cert_pem).expect("write cert");
+    // The server only accepts a daemon's current certificate: make this one current.
+    server.set_current_cert(&id, &old.cert_pem).await;
 
     let mut d = d;
     d.restart(None);

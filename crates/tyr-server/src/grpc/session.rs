@@ -42,10 +42,30 @@ pub(super) async fn open(
     request: Request<Streaming<AgentMessage>>,
 ) -> Result<mpsc::Receiver<Result<ServerMessage, Status>>, Status> {
     let agent_id = peer_agent_id(&request)?;
+    let fingerprint = request
+        .peer_certs()
+        .and_then(|certs| {
+            certs
+                .first()
+                .map(|c| crate::pki::fingerprint_of(c.as_ref()))
+        })
+        .unwrap_or_default();
     // Subscribed before the check, so a revocation right after it is not missed.
     let notices = plane.fleet.subscribe_notices();
     match plane.store.daemon(&agent_id).await {
-        Ok(Some(d)) if !d.revoked => {}
+        // Only the certificate last issued to the daemon opens a stream: one that a renewal
+        // replaced, or any other the CA signed for this id, is refused.
+        Ok(Some(d)) if !d.revoked && d.cert_fingerprint == fingerprint => {}
+        Ok(Some(d)) if !d.revoked => {
+            tracing::warn!(
+                agent_id,
+                "stream refused: not the daemon's current certificate"
+            );
+            return Err(Status::permission_denied(
+                "this is not the daemon's current certificate (replaced by a renewal?): \
+                 use the latest one, or enroll again",
+            ));
+        }
         Ok(_) => {
             tracing::warn!(agent_id, "stream refused: daemon revoked or unknown");
             return Err(revoked());
