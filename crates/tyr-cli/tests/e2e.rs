@@ -6,12 +6,12 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-const ADMIN_PASSWORD: &str = "correct horse battery staple";
+use tyr_testkit::server::ADMIN_PASSWORD;
+
 const VIEWER_PASSWORD: &str = "viewer password 123";
 
 /// Builds `tyr-server` next to the `tyr` binary; `None` (after saying why) when it cannot.
@@ -57,11 +57,11 @@ fn server_binary() -> Option<PathBuf> {
 
 /// A running `tyr-server` (the test kit's, killed on drop) and the runtime that drives it.
 struct Server {
-    /// Held for its `Drop`, which stops the process.
-    _inner: tyr_testkit::TestServer,
+    /// Stops the process when dropped.
+    inner: tyr_testkit::TestServer,
     url: String,
     ca: PathBuf,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Server {
@@ -79,21 +79,14 @@ impl Server {
         Some(Server {
             url: inner.url(""),
             ca: inner.ca_file(),
-            _inner: inner,
-            _runtime: runtime,
+            inner,
+            runtime,
         })
     }
 
-    /// Runs the one-time setup over REST.
+    /// Runs the one-time setup (the test kit's admin, [`ADMIN_PASSWORD`]).
     fn setup_admin(&self) {
-        let http = tyr_cli::client::http_client(Some(&self.ca), Some(Duration::from_secs(30)))
-            .expect("client");
-        let r = http
-            .post(format!("{}/api/v1/auth/setup", self.url))
-            .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-            .send()
-            .expect("setup");
-        assert_eq!(r.status().as_u16(), 201, "setup");
+        self.runtime.block_on(self.inner.admin());
     }
 }
 
