@@ -195,14 +195,13 @@ async fn validate_is_a_dry_run(backend: Backend) {
     );
     // Beyond 4 MiB the body itself is refused.
     let huge = "x".repeat(5 * 1024 * 1024);
-    let r = s
+    let sent = s
         .post("/api/v1/policies/validate")
         .bearer_auth(&admin)
         .json(&json!({ "yaml": huge }))
         .send()
-        .await
-        .expect("validate huge");
-    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+        .await;
+    common::expect_too_large(sent).await;
     s.stop().await;
 }
 

@@ -52,14 +52,13 @@ async fn error_shapes(backend: Backend) {
     // A fresh client: the server may close the connection after refusing the body.
     let huge = json!({"label": "x".repeat(1024 * 1024 + 1)});
     let ca = std::fs::read_to_string(s.data_dir.path().join("ca.pem")).expect("ca.pem");
-    let r = client_trusting(&ca)
+    let sent = client_trusting(&ca)
         .post(s.url("/api/v1/enrollment-tokens"))
         .bearer_auth(&admin)
         .json(&huge)
         .send()
-        .await
-        .expect("send");
-    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+        .await;
+    common::expect_too_large(sent).await;
 
     let r = s.get("/api/v1/nothing-here").send().await.expect("send");
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;

@@ -245,6 +245,25 @@ impl TestServer {
     }
 }
 
+/// Asserts an oversized body was refused: a `413 payload_too_large`, or, when the server
+/// answered and closed before the client finished sending, a connection closed mid-body
+/// (refusing without reading the body is the point of the limit).
+pub async fn expect_too_large(sent: reqwest::Result<Response>) {
+    match sent {
+        Ok(r) => {
+            expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+        }
+        Err(e) => {
+            let chain = format!("{e:?}");
+            assert!(
+                e.is_request()
+                    && (chain.contains("BrokenPipe") || chain.contains("ConnectionReset")),
+                "neither a 413 nor a refused body: {chain}"
+            );
+        }
+    }
+}
+
 /// Asserts the API error shape and code; returns the body.
 pub async fn expect_error(r: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(r.status(), status, "status");
