@@ -44,6 +44,15 @@ struct {
 	__type(value, __u32);
 } tyr_exes SEC(".maps");
 
+/* Interpreter and loader executable path → 1: a governed process running one of them has
+ * its read opens decided as exec too (TYR_PROC_INTERP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TYR_INTERPS_MAX);
+	__type(key, struct tyr_exe_key);
+	__type(value, __u32);
+} tyr_interps SEC(".maps");
+
 /* Children of governed processes that could not be recorded (process map full): killed at
  * their first governed operation. LRU so that recording one never fails. */
 struct {
@@ -53,7 +62,8 @@ struct {
 	__type(value, __u32);
 } tyr_doomed SEC(".maps");
 
-/* Entry 0: number of processes ever doomed (0 = skip the doomed lookup). */
+/* Entry 0: number of doomed processes not yet exited (0 = skip the doomed lookup; entries
+ * the LRU evicts are never subtracted, which only costs lookups). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -92,6 +102,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } tyr_active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TYR_AGENT_LAYERS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tyr_agent_layers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -174,6 +191,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tyr_exe_key);
 } tyr_exe_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tyr_upath);
+} tyr_upath SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -297,6 +321,155 @@ static __always_inline void build_path(struct built_path *out, struct dentry *de
 	tyr_build_path(out, (__u64)dentry, (__u64)vfsmnt);
 }
 
+/* ---- paths named by a user string, resolved at syscall entry ---- */
+
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (!fds || (unsigned long)fd >= max)
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+#define AT_FDCWD -100
+/* Input bytes normalised per callback. */
+#define NORM_CHUNK 4
+
+struct norm_walk {
+	__u32 in_len;
+	__u32 out;
+	__u32 comp;
+	__u32 depth;
+	__u8 has_comp;
+	__u8 err;
+};
+
+/* Ends the component being written: "", "." and ".." are removed (".." with its parent). */
+static __always_inline void norm_end(struct norm_walk *w, struct tyr_upath *u, struct scratch *s)
+{
+	if (!w->has_comp)
+		return;
+	w->has_comp = 0;
+	__u32 len = w->out - w->comp - 1;
+	char c1 = s->buf[(w->comp + 1) & SCRATCH_MASK];
+	char c2 = s->buf[(w->comp + 2) & SCRATCH_MASK];
+	if (len == 0 || (len == 1 && c1 == '.')) {
+		w->out = w->comp;
+		w->depth--;
+	} else if (len == 2 && c1 == '.' && c2 == '.') {
+		w->out = w->comp;
+		w->depth--;
+		if (w->depth > 0) {
+			w->depth--;
+			w->out = u->stack[w->depth & (TYR_MAX_DEPTH - 1)];
+		}
+	}
+}
+
+static long norm_step(__u32 i, void *data)
+{
+	struct norm_walk *w = data;
+	__u32 zero = 0;
+	struct tyr_upath *u = bpf_map_lookup_elem(&tyr_upath, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+	if (!u || !s) {
+		w->err = 1;
+		return 1;
+	}
+	for (__u32 j = 0; j < NORM_CHUNK; j++) {
+		__u32 k = i * NORM_CHUNK + j;
+		if (k > w->in_len)
+			return 1;
+		char c = k == w->in_len ? '/' : u->in[k & SCRATCH_MASK];
+		if (c == '/') {
+			norm_end(w, u, s);
+			continue;
+		}
+		if (!w->has_comp) {
+			if (w->depth >= TYR_MAX_DEPTH || w->out >= TYR_PATH_MAX - 1) {
+				w->err = 1;
+				return 1;
+			}
+			u->stack[w->depth & (TYR_MAX_DEPTH - 1)] = w->out;
+			w->depth++;
+			w->comp = w->out;
+			s->buf[w->out & SCRATCH_MASK] = '/';
+			w->out++;
+			w->has_comp = 1;
+		}
+		if (w->out >= TYR_PATH_MAX - 1) {
+			w->err = 1;
+			return 1;
+		}
+		s->buf[w->out & SCRATCH_MASK] = c;
+		w->out++;
+	}
+	return 0;
+}
+
+/* The canonical form of the user path string `upath` as the kernel will look it up: joined
+ * to the process root (absolute) or to dirfd / the cwd (relative), with ".", ".." and empty
+ * components removed, into buf[0 .. len). Symlinks inside the string are not followed.
+ * Anything unreadable or too long or deep is bad (fails closed). Global: verified once. */
+__noinline int tyr_resolve_user(struct built_path *out, __s32 dfd, __u64 upath)
+{
+	__u32 zero = 0;
+	char c0 = 0;
+	if (!out)
+		return 0;
+	out->built = 1;
+	out->bad = 1;
+	struct tyr_upath *u = bpf_map_lookup_elem(&tyr_upath, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+	if (!u || !s || bpf_probe_read_user(&c0, 1, (const void *)upath))
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct dentry *dentry;
+	struct vfsmount *mnt;
+	if (c0 == '/') {
+		dentry = BPF_CORE_READ(task, fs, root.dentry);
+		mnt = BPF_CORE_READ(task, fs, root.mnt);
+	} else if (dfd == AT_FDCWD) {
+		dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+		mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+	} else {
+		struct file *f = fd_file(dfd);
+		if (!f)
+			return 0;
+		dentry = BPF_CORE_READ(f, f_path.dentry);
+		mnt = BPF_CORE_READ(f, f_path.mnt);
+	}
+	/* The base directory, built into out (then replaced by the result). */
+	tyr_build_path(out, (__u64)dentry, (__u64)mnt);
+	if (out->bad || out->len >= TYR_PATH_MAX)
+		return 0;
+	out->bad = 1;
+	__u32 blen = out->len & PATH_MASK;
+	bpf_probe_read_kernel(u->in, blen, &s->buf[out->pos & PATH_MASK]);
+	u->in[blen] = '/';
+	long n = bpf_probe_read_user_str(&u->in[(blen + 1) & PATH_MASK], TYR_PATH_MAX,
+					 (const void *)upath);
+	if (n <= 0 || n >= TYR_PATH_MAX)
+		return 0;
+	struct norm_walk w = {.in_len = blen + n};
+	bpf_loop(TYR_SCRATCH_SIZE / NORM_CHUNK + 1, norm_step, &w, 0);
+	if (w.err)
+		return 0;
+	if (w.out == 0) {
+		s->buf[0] = '/';
+		w.out = 1;
+	}
+	out->pos = 0;
+	out->len = w.out;
+	out->bad = 0;
+	return 0;
+}
+
 /* ---- DFA walk ---- */
 
 struct dfa_walk {
@@ -307,31 +480,41 @@ struct dfa_walk {
 	int err;
 };
 
+/* Bytes walked per callback (one scratch lookup per callback, not per byte). */
+#define DFA_CHUNK 8
+
 static long dfa_step(__u32 i, void *data)
 {
 	struct dfa_walk *w = data;
 	__u32 zero = 0;
-	if (i >= w->len || w->state == w->dfa.dead)
-		return 1;
 	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
-	if (!s || w->state >= w->dfa.nstates) {
+	if (!s) {
 		w->err = 1;
 		return 1;
 	}
-	__u8 b = s->buf[(w->pos + i) & SCRATCH_MASK];
-	__u32 ci = w->dfa.class_off + b;
-	__u16 *cls = bpf_map_lookup_elem(&tyr_classes, &ci);
-	if (!cls || *cls >= w->dfa.nclasses) {
-		w->err = 1;
-		return 1;
+	for (__u32 j = 0; j < DFA_CHUNK; j++) {
+		__u32 k = i * DFA_CHUNK + j;
+		if (k >= w->len || w->state == w->dfa.dead)
+			return 1;
+		if (w->state >= w->dfa.nstates) {
+			w->err = 1;
+			return 1;
+		}
+		__u8 b = s->buf[(w->pos + k) & SCRATCH_MASK];
+		__u32 ci = w->dfa.class_off + b;
+		__u16 *cls = bpf_map_lookup_elem(&tyr_classes, &ci);
+		if (!cls || *cls >= w->dfa.nclasses) {
+			w->err = 1;
+			return 1;
+		}
+		__u32 ni = w->dfa.next_off + w->state * w->dfa.nclasses + *cls;
+		__u32 *next = bpf_map_lookup_elem(&tyr_next, &ni);
+		if (!next) {
+			w->err = 1;
+			return 1;
+		}
+		w->state = *next;
 	}
-	__u32 ni = w->dfa.next_off + w->state * w->dfa.nclasses + *cls;
-	__u32 *next = bpf_map_lookup_elem(&tyr_next, &ni);
-	if (!next) {
-		w->err = 1;
-		return 1;
-	}
-	w->state = *next;
 	return 0;
 }
 
@@ -339,7 +522,9 @@ static long dfa_step(__u32 i, void *data)
 static __always_inline long dfa_run(const struct tyr_dfa *dfa, __u32 pos, __u32 len)
 {
 	struct dfa_walk w = {.dfa = *dfa, .pos = pos, .len = len, .state = dfa->start};
-	bpf_loop(TYR_PATH_MAX, dfa_step, &w, 0);
+	if (len > TYR_PATH_MAX)
+		return -1;
+	bpf_loop((len + DFA_CHUNK - 1) / DFA_CHUNK, dfa_step, &w, 0);
 	if (w.err || w.state >= w.dfa.nstates)
 		return -1;
 	return w.state;
@@ -436,6 +621,12 @@ static long cand_step(__u32 i, void *data)
 
 struct decide {
 	__u64 binary_mask;
+	/* Layers that apply: bit 0 (base) and the overlays of the process's agent type. */
+	__u64 layers;
+	/* Entry decisions: the user path string and its dirfd (0 = decide on dentry/mnt). */
+	__u64 upath;
+	__s32 dfd;
+	__u32 _pad1;
 	struct built_path path;
 	__u8 addr[16];
 	__u16 port;
@@ -468,16 +659,8 @@ static long layer_step(__u32 li, void *data)
 	if (li >= d->nlayers)
 		return 1;
 	__u32 slot = d->slot & 1;
-	struct tyr_config *cfg = bpf_map_lookup_elem(&tyr_config, &slot);
-	if (!cfg) {
-		fail_at(d, li);
-		return 1;
-	}
-	if (li > 0) {
-		__u8 a = cfg->layer_agent[li & (TYR_MAX_LAYERS - 1)];
-		if (a == 0 || a != d->agent)
-			return 0;
-	}
+	if (!(d->layers & (1ULL << (li & (TYR_MAX_LAYERS - 1)))))
+		return 0;
 	__u32 ti = slot * TYR_TABLES_PER_SLOT + li * TYR_NUM_ACTIONS + d->action;
 	struct tyr_table *t = bpf_map_lookup_elem(&tyr_tables, &ti);
 	if (!t) {
@@ -565,8 +748,22 @@ static long layer_step(__u32 li, void *data)
 	return 0;
 }
 
-/* Decides dp->action; builds the path into dp->path only when a table needs it. Global
- * (verified once); works on a stack copy, as bpf_loop takes a stack context. */
+/* The layers that apply to d (the base, then the overlays of d->agent; filled by tyrd per
+ * table slot); 0 when missing (fails closed). */
+static __always_inline __u64 layer_mask(const struct decide *d)
+{
+	if (!d->agent)
+		return 1;
+	__u32 i = (d->slot & 1) * TYR_AGENTS + d->agent;
+	__u64 *mask = bpf_map_lookup_elem(&tyr_agent_layers, &i);
+	return mask ? *mask : 0;
+}
+
+/* Decides dp->action; builds the path into dp->path only when a table needs it. With
+ * dp->upath set it returns undecided with need_path set instead: the caller resolves the
+ * string (see decide(); kept out of this frame so that the call chain's stack fits 6.1's
+ * 512 bytes). Global (verified once); works on a stack copy, as bpf_loop takes a stack
+ * context. */
 __noinline int tyr_decide(struct decide *dp, __u64 dentry, __u64 mnt)
 {
 	if (!dp)
@@ -575,11 +772,16 @@ __noinline int tyr_decide(struct decide *dp, __u64 dentry, __u64 mnt)
 	d.best_set = 0;
 	d.need_path = 0;
 	d.fail = 0;
-	if (d.nlayers > TYR_MAX_LAYERS) {
+	d.layers = layer_mask(&d);
+	if (d.nlayers > TYR_MAX_LAYERS || !d.layers) {
 		fail_at(&d, 0);
 	} else {
 		bpf_loop(TYR_MAX_LAYERS, layer_step, &d, 0);
 		if (d.need_path) {
+			if (d.upath) {
+				*dp = d;
+				return 0;
+			}
 			tyr_build_path(&d.path, dentry, mnt);
 			d.best_set = 0;
 			d.need_path = 0;
@@ -596,6 +798,10 @@ static __always_inline void decide(struct decide *d, struct dentry *dentry,
 				   struct vfsmount *mnt)
 {
 	tyr_decide(d, (__u64)dentry, (__u64)mnt);
+	if (d->need_path && d->upath) {
+		tyr_resolve_user(&d->path, d->dfd, d->upath);
+		tyr_decide(d, 0, 0);
+	}
 }
 
 /* ---- events ---- */
@@ -699,8 +905,8 @@ static __always_inline void doom(__u32 tgid)
 {
 	__u32 zero = 0, one = 1;
 	__u64 *alarm = bpf_map_lookup_elem(&tyr_alarm, &zero);
-	bpf_map_update_elem(&tyr_doomed, &tgid, &one, BPF_ANY);
-	if (alarm)
+	/* Counted once per process (a second update of the same tgid fails with EEXIST). */
+	if (!bpf_map_update_elem(&tyr_doomed, &tgid, &one, BPF_NOEXIST) && alarm)
 		__sync_fetch_and_add(alarm, 1);
 }
 
@@ -735,20 +941,45 @@ static __always_inline struct tyr_config *active_config(__u32 *slot)
 	return bpf_map_lookup_elem(&tyr_config, &s);
 }
 
-/* ---- file opens: decide at syscall exit on the returned fd's struct file ---- */
-
-static __always_inline struct file *fd_file(long fd)
+/* Whether a process without identity needs no decision for the actions in `actions` (a
+ * bit mask): the base layer has no rules for them and allows, and allow events of such
+ * processes are not wanted. */
+static __always_inline int quiet(const struct tyr_config *cfg, __u32 actions)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	if (!fds || (unsigned long)fd >= max)
-		return NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
+	return !(cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL) &&
+	       (cfg->base_quiet & actions) == actions;
 }
+
+#define READ_WRITE ((1 << TYR_ACTION_FILE_READ) | (1 << TYR_ACTION_FILE_WRITE))
+
+/* The prologue of a file decision, shared by both tiers: the active configuration (NULL:
+ * no tables, nothing to decide), the caller's identity in *proc and d; *is_doomed when the
+ * caller has no identity but must be refused without a decision. */
+static __always_inline struct tyr_config *begin(struct decide *d, struct tyr_proc **proc,
+						int *is_doomed)
+{
+	__u32 slot;
+	*proc = NULL;
+	*is_doomed = 0;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return NULL;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *p = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	d->slot = slot;
+	d->nlayers = cfg->nlayers;
+	d->action = TYR_ACTION_FILE_READ;
+	if (p) {
+		d->agent = p->agent_type_id;
+		d->binary_mask = p->binary_mask;
+	} else {
+		*is_doomed = doomed(tgid);
+	}
+	*proc = p;
+	return cfg;
+}
+
+/* ---- file opens: decide at syscall exit on the returned fd's struct file ---- */
 
 /* Decides an open of mode `fmode` into `d` (whose action is file_read): a read-write open is
  * decided as a read and as a write, and the stricter decision is kept (the read on a tie).
@@ -780,24 +1011,46 @@ static __always_inline void decide_open(struct decide *d, struct dentry *dentry,
 	}
 }
 
+/* A governed interpreter or loader reading a file may be about to run it (`sh script`,
+ * `ld.so ./prog`): unless the open is already denied, the file is also decided as an exec,
+ * and an exec deny wins. Shared by both tiers. */
+static __always_inline void interp_open(struct decide *d, const struct tyr_proc *proc,
+					struct dentry *dentry, struct vfsmount *mnt,
+					unsigned int fmode)
+{
+	if (!proc || !(proc->flags & TYR_PROC_INTERP) || !(fmode & FMODE_READ) ||
+	    d->verdict == TYR_VERDICT_DENY)
+		return;
+	/* The open's decision is kept aside (no second struct decide: the stack is small). */
+	__u8 action = d->action, verdict = d->verdict, fail = d->fail;
+	__u32 layer = d->layer, rule = d->rule;
+	d->action = TYR_ACTION_EXEC;
+	decide(d, dentry, mnt);
+	if (d->verdict == TYR_VERDICT_DENY)
+		return;
+	d->action = action;
+	d->verdict = verdict;
+	d->fail = fail;
+	d->layer = layer;
+	d->rule = rule;
+}
+
 static __always_inline int on_open(long ret)
 {
-	__u32 slot;
+	struct decide d = {};
+	struct tyr_proc *proc;
+	int is_doomed;
 	if (ret < 0)
 		return 0;
-	struct tyr_config *cfg = active_config(&slot);
-	if (!cfg || cfg->nlayers == 0)
+	struct tyr_config *cfg = begin(&d, &proc, &is_doomed);
+	if (!cfg)
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
-	struct decide d = {.slot = slot, .nlayers = cfg->nlayers, .action = TYR_ACTION_FILE_READ};
-	if (proc) {
-		d.agent = proc->agent_type_id;
-		d.binary_mask = proc->binary_mask;
-	} else if (doomed(tgid)) {
+	if (is_doomed) {
 		kill_doomed(&d, cfg);
 		return 0;
 	}
+	if (!proc && quiet(cfg, READ_WRITE))
+		return 0;
 	struct file *f = fd_file(ret);
 	unsigned int fmode = FMODE_READ | FMODE_WRITE;
 	unsigned int oflags = 0;
@@ -817,6 +1070,7 @@ static __always_inline int on_open(long ret)
 	if (!(fmode & (FMODE_READ | FMODE_WRITE)))
 		return 0;
 	decide_open(&d, dentry, mnt, fmode);
+	interp_open(&d, proc, dentry, mnt, fmode);
 	enforce(&d, proc, cfg, dentry, mnt, oflags);
 	return 0;
 }
@@ -857,6 +1111,194 @@ int tyr_exit_by_handle(struct sys_exit_ctx *ctx)
 	return on_open(ctx->ret);
 }
 
+/* ---- syscall entry: O_CREAT/O_TRUNC opens, link, rename, io_uring ----
+ *
+ * A kill at syscall entry does not stop the syscall: a denied one is made to fail first by
+ * emptying its path string in the caller's memory (the kernel copies it after this
+ * tracepoint, finds "" and returns ENOENT), then the caller is killed. */
+
+#define O_ACCMODE 3
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define RENAME_EXCHANGE 2
+
+struct sys_enter_ctx {
+	__u64 common;
+	long nr;
+	unsigned long args[6];
+};
+
+/* Set by tyrd before loading: 1 when the kernel lets programs write user memory (no
+ * integrity lockdown). At 0 the helper call is dead code, which the verifier skips. */
+const volatile __u8 tyr_write_user = 0;
+
+/* Makes the syscall fail, then kills. A string that cannot be emptied (read-only memory, or
+ * no tyr_write_user) is counted: the syscall may then run; the kill still lands. */
+static __always_inline void refuse_at_entry(__u64 upath)
+{
+	char nul = 0;
+	if (!tyr_write_user || bpf_probe_write_user((void *)upath, &nul, 1))
+		count(TYR_COUNTER_UWRITE_FAILED);
+	bpf_send_signal(SIGKILL);
+}
+
+/* Decides the user path string upath (relative to dfd) for fmode; a deny refuses the syscall
+ * and returns 1. Alerts of links and renames are reported here (no later hook sees them);
+ * opens report theirs at exit. Global: verified once. */
+__noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, __u32 op)
+{
+	struct decide d = {.upath = upath, .dfd = dfd};
+	struct tyr_proc *proc;
+	int is_doomed;
+	struct tyr_config *cfg = begin(&d, &proc, &is_doomed);
+	if (!cfg || (!proc && !is_doomed && quiet(cfg, READ_WRITE)))
+		return 0;
+	__u32 flags = TYR_EVENT_AT_ENTRY | (op & 0xff);
+	if (is_doomed) {
+		refuse_at_entry(upath);
+		doomed_decision(&d);
+		emit(&d, NULL, flags, TYR_ENFORCED_KILLED, oflags, cfg->generation);
+		return 1;
+	}
+	decide_open(&d, NULL, NULL, fmode);
+	if (d.fail)
+		count(TYR_COUNTER_FAIL_CLOSED);
+	__u8 enforced = TYR_ENFORCED_NONE;
+	if (d.verdict == TYR_VERDICT_DENY) {
+		refuse_at_entry(upath);
+		enforced = TYR_ENFORCED_KILLED;
+	} else if (d.verdict != TYR_VERDICT_ALERT || !op) {
+		return 0;
+	}
+	if (!d.path.built)
+		tyr_resolve_user(&d.path, dfd, upath);
+	emit(&d, proc, flags, enforced, oflags, cfg->generation);
+	return enforced == TYR_ENFORCED_KILLED;
+}
+
+/* O_CREAT or O_TRUNC changes the file before the exit decision: decided here, as a write
+ * (and a read when the access mode reads). */
+static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
+{
+	if (!(flags & (O_CREAT | O_TRUNC)))
+		return 0;
+	__u32 acc = flags & O_ACCMODE;
+	__u32 fmode = FMODE_WRITE | (acc != 1 ? FMODE_READ : 0);
+	tyr_at_entry(dfd, upath, fmode, (__u32)flags, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int tyr_enter_openat(struct sys_enter_ctx *ctx)
+{
+	return enter_open((__s32)ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int tyr_enter_open(struct sys_enter_ctx *ctx)
+{
+	return enter_open(AT_FDCWD, ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int tyr_enter_creat(struct sys_enter_ctx *ctx)
+{
+	return enter_open(AT_FDCWD, ctx->args[0], O_CREAT | O_TRUNC | 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int tyr_enter_openat2(struct sys_enter_ctx *ctx)
+{
+	__u64 flags = 0;
+	/* The kernel fails with EFAULT on an unreadable struct open_how. */
+	if (bpf_probe_read_user(&flags, sizeof(flags), (const void *)ctx->args[2]))
+		return 0;
+	return enter_open((__s32)ctx->args[0], ctx->args[1], flags);
+}
+
+/* A link or rename gives the source a new name: a source this process may not read or
+ * write keeps its name. The new name is a write (a rename replaces what is there; an
+ * exchange also moves it, so it is a source too). */
+static __always_inline int enter_rename(__s32 odfd, __u64 old, __s32 ndfd, __u64 new, __u32 op,
+					__u64 flags)
+{
+	if (tyr_at_entry(odfd, old, FMODE_READ | FMODE_WRITE, 0, op))
+		return 0;
+	__u32 fmode = FMODE_WRITE;
+	if (op == TYR_EVENT_RENAME && (flags & RENAME_EXCHANGE))
+		fmode |= FMODE_READ;
+	tyr_at_entry(ndfd, new, fmode, 0, op | TYR_EVENT_TARGET);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_link")
+int tyr_enter_link(struct sys_enter_ctx *ctx)
+{
+	return enter_rename(AT_FDCWD, ctx->args[0], AT_FDCWD, ctx->args[1], TYR_EVENT_LINK, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int tyr_enter_linkat(struct sys_enter_ctx *ctx)
+{
+	return enter_rename((__s32)ctx->args[0], ctx->args[1], (__s32)ctx->args[2], ctx->args[3],
+			    TYR_EVENT_LINK, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int tyr_enter_rename(struct sys_enter_ctx *ctx)
+{
+	return enter_rename(AT_FDCWD, ctx->args[0], AT_FDCWD, ctx->args[1], TYR_EVENT_RENAME, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int tyr_enter_renameat(struct sys_enter_ctx *ctx)
+{
+	return enter_rename((__s32)ctx->args[0], ctx->args[1], (__s32)ctx->args[2], ctx->args[3],
+			    TYR_EVENT_RENAME, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int tyr_enter_renameat2(struct sys_enter_ctx *ctx)
+{
+	return enter_rename((__s32)ctx->args[0], ctx->args[1], (__s32)ctx->args[2], ctx->args[3],
+			    TYR_EVENT_RENAME, ctx->args[4]);
+}
+
+/* io_uring opens, reads and connects never pass the syscall tracepoints: governed processes
+ * may not set up or drive a ring (one inherited from an ungoverned parent included). */
+static __always_inline int deny_io_uring(void)
+{
+	__u32 slot;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	struct decide d = {.action = TYR_ACTION_FILE_READ, .verdict = TYR_VERDICT_DENY,
+			   .rule = NO_RULE};
+	if (proc)
+		d.agent = proc->agent_type_id;
+	else if (doomed(tgid))
+		doomed_decision(&d);
+	else
+		return 0;
+	bpf_send_signal(SIGKILL);
+	emit(&d, proc, TYR_EVENT_IO_URING, TYR_ENFORCED_KILLED, 0, cfg->generation);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_uring_setup")
+int tyr_enter_io_uring_setup(struct sys_enter_ctx *ctx)
+{
+	return deny_io_uring();
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_uring_enter")
+int tyr_enter_io_uring_enter(struct sys_enter_ctx *ctx)
+{
+	return deny_io_uring();
+}
+
 /* ---- process identity ---- */
 
 SEC("tp_btf/sched_process_fork")
@@ -889,25 +1331,44 @@ int BPF_PROG(tyr_exit, struct task_struct *task)
 		return 0;
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	bpf_map_delete_elem(&tyr_procs, &tgid);
-	bpf_map_delete_elem(&tyr_doomed, &tgid);
+	if (!bpf_map_delete_elem(&tyr_doomed, &tgid)) {
+		__u32 zero = 0;
+		__u64 *alarm = bpf_map_lookup_elem(&tyr_alarm, &zero);
+		if (alarm && *alarm)
+			__sync_fetch_and_add(alarm, -1);
+	}
 	return 0;
+}
+
+/* The executable-path key of path; NULL when the path does not fit the key. */
+static __always_inline struct tyr_exe_key *exe_key(const struct built_path *path)
+{
+	__u32 zero = 0;
+	if (path->bad || path->len >= TYR_EXE_KEY_LEN)
+		return NULL;
+	struct tyr_exe_key *key = bpf_map_lookup_elem(&tyr_exe_scratch, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
+	if (!key || !s)
+		return NULL;
+	__builtin_memset(key, 0, sizeof(*key));
+	bpf_probe_read_kernel(key->path, path->len & (TYR_EXE_KEY_LEN - 1),
+			      &s->buf[path->pos & PATH_MASK]);
+	return key;
 }
 
 /* Agent type of an executable path (0 = none); only paths shorter than the key. */
 static __always_inline __u32 exe_agent(const struct built_path *path)
 {
-	__u32 zero = 0;
-	if (path->bad || path->len >= TYR_EXE_KEY_LEN)
-		return 0;
-	struct tyr_exe_key *key = bpf_map_lookup_elem(&tyr_exe_scratch, &zero);
-	struct scratch *s = bpf_map_lookup_elem(&tyr_scratch, &zero);
-	if (!key || !s)
-		return 0;
-	__builtin_memset(key, 0, sizeof(*key));
-	bpf_probe_read_kernel(key->path, path->len & (TYR_EXE_KEY_LEN - 1),
-			      &s->buf[path->pos & PATH_MASK]);
-	__u32 *agent = bpf_map_lookup_elem(&tyr_exes, key);
+	struct tyr_exe_key *key = exe_key(path);
+	__u32 *agent = key ? bpf_map_lookup_elem(&tyr_exes, key) : NULL;
 	return agent ? *agent : 0;
+}
+
+/* Whether the executable at path is an interpreter or loader (tyr_interps). */
+static __always_inline int exe_interp(const struct built_path *path)
+{
+	struct tyr_exe_key *key = exe_key(path);
+	return key && bpf_map_lookup_elem(&tyr_interps, key) != NULL;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -939,6 +1400,7 @@ int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 		__u32 a = agent ? *agent : exe_agent(&d.path);
 		e.agent_type_id = a > 255 ? 0 : a;
 	}
+	e.flags = exe_interp(&d.path) ? TYR_PROC_INTERP : 0;
 	e.binary_mask = 0;
 	if (cfg->has_binaries && !d.path.bad) {
 		long state = dfa_run(&cfg->binaries, d.path.pos, d.path.len);
@@ -979,7 +1441,8 @@ __noinline int tyr_decide_net(struct decide *dp)
 	struct decide d = *dp;
 	d.best_set = 0;
 	d.fail = 0;
-	if (d.nlayers > TYR_MAX_LAYERS)
+	d.layers = layer_mask(&d);
+	if (d.nlayers > TYR_MAX_LAYERS || !d.layers)
 		fail_at(&d, 0);
 	else
 		bpf_loop(TYR_MAX_LAYERS, layer_step, &d, 0);

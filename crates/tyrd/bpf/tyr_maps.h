@@ -35,6 +35,20 @@
 #define TYR_EVENT_FAIL_CLOSED 1
 /* The path did not fit the event (it is empty). */
 #define TYR_EVENT_NO_PATH 2
+/* Decided at syscall entry from the path string the process passed (resolved against its
+ * root, cwd or dirfd), before the kernel acts: an O_CREAT/O_TRUNC open, link or rename. */
+#define TYR_EVENT_AT_ENTRY 4
+/* The operation: a hard link (source or new name), a rename (source or destination), or
+ * io_uring_setup (refused to governed processes: io_uring bypasses the syscall hooks). */
+#define TYR_EVENT_LINK 8
+#define TYR_EVENT_RENAME 16
+#define TYR_EVENT_IO_URING 32
+/* The destination (new name) of a link or rename, not its source. */
+#define TYR_EVENT_TARGET 64
+
+/* tyr_proc.flags: the executable is an interpreter or loader (tyr_interps): the files it
+ * opens for reading are also decided as exec (`sh script`, `ld.so ./prog`). */
+#define TYR_PROC_INTERP 1
 
 /* tyr_config.flags: allow events for every process, not only agents. */
 #define TYR_CONFIG_ALLOW_EVENTS_ALL 1
@@ -45,12 +59,16 @@
 #define TYR_COUNTER_FORK_FULL 1
 /* Walks that failed closed (path too long or deep, inconsistent tables). */
 #define TYR_COUNTER_FAIL_CLOSED 2
+/* Entry denies whose path string could not be overwritten (read-only memory): the process
+ * is still killed, but the syscall may have run. */
+#define TYR_COUNTER_UWRITE_FAILED 3
 #define TYR_COUNTERS 4
 
 /* Map sizes. */
 #define TYR_PROCS_MAX 65536
 #define TYR_CGROUPS_MAX 1024
 #define TYR_EXES_MAX 1024
+#define TYR_INTERPS_MAX 256
 #define TYR_DOOMED_MAX 4096
 /* The policy tables are double-buffered: slot s (0 or 1) uses tyr_config[s], the table
  * descriptors at s * TYR_TABLES_PER_SLOT, and the second half (s = 1) or first half (s = 0)
@@ -60,6 +78,10 @@
 #define TYR_SLOTS 2
 #define TYR_TABLES_PER_SLOT (TYR_MAX_LAYERS * TYR_NUM_ACTIONS)
 #define TYR_TABLES_MAX (TYR_SLOTS * TYR_TABLES_PER_SLOT)
+/* Per slot and agent type (0..255): the mask of layers that apply (bit 0, the base, always;
+ * bit l for the overlays of that agent type), at slot * TYR_AGENTS + agent. */
+#define TYR_AGENTS 256
+#define TYR_AGENT_LAYERS_MAX (TYR_SLOTS * TYR_AGENTS)
 #define TYR_CLASSES_MAX (256 * 256)
 #define TYR_NEXT_MAX (1 << 21)
 #define TYR_ACCEPT_MAX (1 << 18)
@@ -166,10 +188,20 @@ struct tyr_config {
 	__u64 generation;
 	struct tyr_dfa binaries;
 	__u8 has_binaries;
-	__u8 _pad[7];
+	/* Bit a: the base layer's table for action a has no rules and allows by default, so a
+	 * process without identity needs no decision for a (the fast path). */
+	__u8 base_quiet;
+	__u8 _pad[6];
 	__u8 layer_agent[TYR_MAX_LAYERS];
 };
 _Static_assert(sizeof(struct tyr_config) == 120, "tyr_config layout");
+
+/* Entry-time path resolution: the joined input (base directory, '/', the user string) and
+ * the output offset of every component kept (to pop on ".."). */
+struct tyr_upath {
+	char in[TYR_SCRATCH_SIZE];
+	__u16 stack[TYR_MAX_DEPTH];
+};
 
 /* Key of the agent-executables table: the NUL-padded absolute path. */
 struct tyr_exe_key {

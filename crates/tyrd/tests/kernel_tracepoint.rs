@@ -6,6 +6,7 @@
 //! Programs are detached when the fixture drops (also on failure).
 
 mod common;
+mod uring;
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -19,7 +20,7 @@ use tyr_policy::glob::Homes;
 use tyr_policy::model::{Action, EffectiveSet, Overlay, Verdict};
 use tyrd::event::{Enforced, Kind};
 use tyrd::kernel::Tracepoints;
-use tyrd::kernel::events::{BootClock, EventReader, KernelEvent};
+use tyrd::kernel::events::{BootClock, EventReader, KernelEvent, Operation};
 use tyrd::kernel::maps::TyrProc;
 use tyrd::kernel::probe::{Tier, probe};
 
@@ -79,6 +80,10 @@ spec:
       action: file_write
       resource_pattern: \"{r}/notes/**\"
       verdict: alert
+    - name: deny-locked
+      action: file_write
+      resource_pattern: \"{r}/locked/**\"
+      verdict: deny
 "
     )
 }
@@ -107,11 +112,14 @@ fn setup_with(procs: Option<u32>) -> Option<(std::sync::MutexGuard<'static, ()>,
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().canonicalize().expect("canonical temp dir");
-    for sub in ["home/.ssh", "work", "bin", "notes"] {
+    for sub in ["home/.ssh", "work", "bin", "notes", "locked"] {
         std::fs::create_dir_all(root.join(sub)).expect("mkdir");
     }
     std::fs::write(root.join("home/.ssh/id_rsa"), SECRET).expect("secret");
     std::fs::write(root.join("home/public.txt"), "public").expect("public");
+    std::fs::write(root.join("locked/keep.txt"), "KEEP").expect("locked");
+    std::fs::write(root.join("bin/denied-script"), "echo RAN\n").expect("script");
+    std::fs::write(root.join("bin/fine-script"), "echo FINE\n").expect("script");
     symlink(root.join("home/.ssh/id_rsa"), root.join("work/link")).expect("symlink");
     std::fs::copy("/bin/true", root.join("bin/denied-true")).expect("copy true");
     std::fs::copy("/bin/true", root.join("bin/fine-true")).expect("copy true");
@@ -164,7 +172,12 @@ fn gated_in(shell: &str, script: &str) -> Child {
 }
 
 /// Releases the gate and returns stdout.
-fn release(mut child: Child) -> String {
+fn release(child: Child) -> String {
+    release_status(child).0
+}
+
+/// Releases the gate and returns stdout and the exit status.
+fn release_status(mut child: Child) -> (String, std::process::ExitStatus) {
     child
         .stdin
         .take()
@@ -172,7 +185,10 @@ fn release(mut child: Child) -> String {
         .write_all(b"go\n")
         .expect("release");
     let out = child.wait_with_output().expect("wait");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status,
+    )
 }
 
 impl Fixture {
@@ -663,7 +679,9 @@ fn a_restarted_daemon_adopts_the_pinned_state() {
     // Between daemons: still enforced (the gate is released under the second daemon, but the
     // identity was recorded by the first).
     let mut second = Tracepoints::load_pinned(&pins.0).expect("second daemon");
-    assert_eq!(second.process(child.id()).expect("lookup"), Some(proc));
+    // The shell's exec may land after the seed and add its interpreter flag.
+    let kept = second.process(child.id()).expect("lookup").expect("kept");
+    assert_eq!((kept.agent_type_id, kept.discovered_id), (agent_id, 9));
     let out = release(child);
     assert!(out.contains("rc=137") && !out.contains(SECRET), "{out:?}");
     drop(second);
@@ -1000,4 +1018,145 @@ fn ring_buffer_overflow_is_counted() {
     assert!(out.contains("done"), "{out:?}");
     let drops = fx.tp.counters().expect("counters").ringbuf_drops;
     assert!(drops > 0, "no drop counted");
+}
+
+/// Not a test: the io_uring client run by the io_uring tests (see `uring`).
+#[test]
+fn io_uring_helper() {
+    uring::helper();
+}
+
+/// io_uring opens pass no syscall tracepoint: a governed process is killed at
+/// `io_uring_setup`; other processes keep io_uring (and could read the file through it).
+#[test]
+fn io_uring_is_refused_to_agents_and_left_to_others() {
+    let Some((_g, mut fx)) = setup() else { return };
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+    {
+        return tyr_testkit::skip("io_uring is disabled on this kernel");
+    }
+    let secret = fx.p("home/.ssh/id_rsa");
+    let free = uring::gated_helper(&secret).spawn().expect("helper");
+    let out = release(free);
+    assert!(
+        out.contains(&format!("uring: {SECRET}")),
+        "io_uring did not work for a non-agent: {out:?}"
+    );
+    let child = uring::gated_helper(&secret).spawn().expect("helper");
+    fx.mark_agent(child.id());
+    let (out, status) = release_status(child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "not killed: {out:?}");
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    let ev = fx.event("io_uring deny", |e| e.operation == Some(Operation::IoUring));
+    assert_eq!(
+        (ev.verdict, ev.enforced, ev.agent_type_id),
+        (Verdict::Deny, Enforced::Killed, fx.agent_id)
+    );
+    let event = ev.to_event(&tables(&fx.root), &BootClock::new().expect("clock"));
+    assert_eq!(event.resource, "io_uring");
+    assert_eq!(
+        event.metadata.get("operation").map(String::as_str),
+        Some("io_uring")
+    );
+}
+
+/// `O_TRUNC`/`O_CREAT` opens are decided at syscall entry on the path string (resolved
+/// against the cwd, `.` and `..` removed): the caller is killed, and where the kernel lets
+/// BPF write user memory the truncation never happens.
+#[test]
+fn a_denied_truncation_is_decided_at_entry() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let keep = fx.p("locked/keep.txt");
+    let out = fx.as_agent(&format!(
+        "sh -c ': > {keep}'; echo a=$?; cd {work}; sh -c ': > ../locked/./keep.txt'; echo b=$?; \
+         echo note > ../notes/n.txt; echo c=$?",
+        work = fx.p("work")
+    ));
+    for k in ["a=137", "b=137", "c=0"] {
+        assert!(out.contains(k), "{k}: {out:?}");
+    }
+    let ev = fx.event("deny at entry", |e| {
+        killed_deny(e, Action::FileWrite, &keep) && e.at_entry
+    });
+    assert_eq!(ev.rule, Some(3), "rule deny-locked decided");
+    assert_eq!(ev.comm, "sh");
+    let content = std::fs::read_to_string(&keep).expect("locked file");
+    let counters = fx.tp.counters().expect("counters");
+    if fx.tp.refuses_at_entry() {
+        assert_eq!(content, "KEEP", "the denied truncation happened");
+        assert_eq!(counters.uwrite_failed, 0);
+    } else {
+        // Kernel lockdown: BPF may not write user memory; the truncation is counted.
+        assert!(counters.uwrite_failed >= 2, "{counters:?}");
+    }
+}
+
+/// Hard links and renames of protected files (and renames into write-protected places) are
+/// decided at syscall entry: the caller is killed and, where user writes are allowed, the
+/// file keeps its only name.
+#[test]
+fn links_and_renames_of_protected_files_are_decided_at_entry() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let public = fx.p("home/public.txt");
+    let out = fx.as_agent(&format!(
+        "ln {secret} {copy}; echo a=$?; mv {public} {work}/pub2; echo b=$?; \
+         mv {work}/pub2 {locked}/new; echo c=$?; mv {secret} {work}/moved; echo d=$?",
+        copy = fx.p("work/copy"),
+        work = fx.p("work"),
+        locked = fx.p("locked"),
+    ));
+    for k in ["a=137", "b=0", "c=137", "d=137"] {
+        assert!(out.contains(k), "{k}: {out:?}");
+    }
+    let link = fx.event("link deny", |e| e.operation == Some(Operation::Link));
+    assert!(
+        killed_deny(&link, Action::FileRead, &secret) && link.at_entry,
+        "{link:?}"
+    );
+    let target = fx.p("locked/new");
+    let into = fx.event("rename into a locked dir", |e| {
+        e.operation == Some(Operation::RenameTarget)
+    });
+    assert!(killed_deny(&into, Action::FileWrite, &target), "{into:?}");
+    let moved = fx.event("rename deny", |e| e.operation == Some(Operation::Rename));
+    assert!(killed_deny(&moved, Action::FileRead, &secret), "{moved:?}");
+    if fx.tp.refuses_at_entry() {
+        assert!(!fx.root.join("work/copy").exists(), "the link was made");
+        assert!(!fx.root.join("locked/new").exists(), "the rename was made");
+        assert!(!fx.root.join("work/moved").exists(), "the rename was made");
+        assert_eq!(std::fs::read_to_string(&secret).expect("secret"), SECRET);
+    } else {
+        assert!(fx.tp.counters().expect("counters").uwrite_failed >= 3);
+    }
+}
+
+/// An exec-denied script run as `sh script`, or a denied binary run by the loader, is
+/// decided as an exec when the governed interpreter opens it.
+#[test]
+fn exec_rules_hold_for_files_run_by_an_interpreter() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let script = fx.p("bin/denied-script");
+    let loader = Path::new("/lib64/ld-linux-x86-64.so.2");
+    let by_loader = if loader.exists() {
+        format!("{} {}", loader.display(), fx.p("bin/denied-true"))
+    } else {
+        "sh -c 'kill -9 $$'".to_owned()
+    };
+    let out = fx.as_agent(&format!(
+        "sh {script}; echo a=$?; {by_loader}; echo b=$?; cat {script} >/dev/null; echo c=$?; \
+         sh {fine}; echo d=$?",
+        fine = fx.p("bin/fine-script")
+    ));
+    for k in ["a=137", "b=137", "c=0", "d=0", "FINE"] {
+        assert!(out.contains(k), "{k}: {out:?}");
+    }
+    assert!(!out.contains("RAN"), "the denied script ran: {out:?}");
+    let ev = fx.event("exec deny of the script", |e| {
+        killed_deny(e, Action::Exec, &script)
+    });
+    assert_eq!(ev.rule, Some(1), "rule deny-tool decided");
+    let out = release(gated(&format!("sh {script}")));
+    assert!(out.contains("RAN"), "a non-agent could not run it: {out:?}");
 }

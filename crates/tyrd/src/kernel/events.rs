@@ -11,7 +11,10 @@ use tokio::io::unix::AsyncFd;
 use tyr_policy::compile::{KernelTables, verdict_of};
 use tyr_policy::model::{Action, Verdict};
 
-use super::maps::{EVENT_FAIL_CLOSED, EVENT_NO_PATH, NO_RULE, PATH_MAX, TyrEvent};
+use super::maps::{
+    EVENT_AT_ENTRY, EVENT_FAIL_CLOSED, EVENT_IO_URING, EVENT_LINK, EVENT_NO_PATH, EVENT_RENAME,
+    EVENT_TARGET, NO_RULE, PATH_MAX, TyrEvent,
+};
 use crate::event::{self, Enforced, Event, Kind};
 
 /// One decision reported by a BPF program.
@@ -39,6 +42,10 @@ pub struct KernelEvent {
     pub agent_type_id: u8,
     /// The walk could not complete (path too long, map full, inconsistent tables): denied.
     pub fail_closed: bool,
+    /// Decided at syscall entry on the path string the process passed (see `SECURITY.md`).
+    pub at_entry: bool,
+    /// What the event is about when it is not a plain open, exec or connect.
+    pub operation: Option<Operation>,
     /// `f_flags` of the opened file (0 for exec).
     pub open_flags: u32,
     pub comm: String,
@@ -46,6 +53,51 @@ pub struct KernelEvent {
     pub path: Option<String>,
     /// Destination of a `net_connect` (IPv4-mapped IPv6 is reported as IPv4).
     pub dest: Option<SocketAddr>,
+}
+
+/// File operations other than opens that the kernel decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// The source of a hard link.
+    Link,
+    /// The new name of a hard link.
+    LinkTarget,
+    /// The source of a rename.
+    Rename,
+    /// The destination of a rename.
+    RenameTarget,
+    /// `io_uring_setup`/`io_uring_enter` by a governed process (always denied).
+    IoUring,
+}
+
+impl Operation {
+    fn from_flags(flags: u8) -> Option<Self> {
+        let target = flags & EVENT_TARGET != 0;
+        if flags & EVENT_IO_URING != 0 {
+            Some(Operation::IoUring)
+        } else if flags & EVENT_LINK != 0 {
+            Some(if target { Self::LinkTarget } else { Self::Link })
+        } else if flags & EVENT_RENAME != 0 {
+            Some(if target {
+                Self::RenameTarget
+            } else {
+                Self::Rename
+            })
+        } else {
+            None
+        }
+    }
+
+    /// The `operation` metadata value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Link => "link",
+            Operation::LinkTarget => "link_target",
+            Operation::Rename => "rename",
+            Operation::RenameTarget => "rename_target",
+            Operation::IoUring => "io_uring",
+        }
+    }
 }
 
 /// Why a ring-buffer record was not understood.
@@ -137,6 +189,8 @@ impl KernelEvent {
             rule: (rule != NO_RULE).then_some(rule),
             agent_type_id: u8_at(rec, offset_of!(TyrEvent, agent_type_id))?,
             fail_closed: flags & EVENT_FAIL_CLOSED != 0,
+            at_entry: flags & EVENT_AT_ENTRY != 0,
+            operation: Operation::from_flags(flags),
             open_flags: u32_at(rec, offset_of!(TyrEvent, open_flags))?,
             comm: cstr(&bytes::<16>(rec, comm_at)?),
             path,
@@ -149,7 +203,10 @@ impl KernelEvent {
     /// The daemon event (SPEC §9) for this record: names from `tables`, the wall-clock time
     /// from `clock`. `process_exe`, `cmdline`, `severity` and `policy_version` are left to
     /// enrichment; `metadata` carries `comm`, `policy` (the deciding layer), `generation`,
-    /// `cgroup_id`, `open_flags` and `fail_closed`.
+    /// `cgroup_id`, `open_flags`, `fail_closed`, `at_entry` and `operation` (`link`,
+    /// `link_target`, `rename`, `rename_target`, `io_uring`). An io_uring deny is a
+    /// `FILE_READ` of the resource `io_uring`: a governed process may not use the interface
+    /// whose opens the kernel hooks cannot see.
     pub fn to_event(&self, tables: &KernelTables, clock: &BootClock) -> Event {
         let kind = match self.action {
             Action::FileRead => Kind::FileRead,
@@ -176,10 +233,17 @@ impl KernelEvent {
         if self.fail_closed {
             metadata.insert("fail_closed".to_owned(), "true".to_owned());
         }
+        if self.at_entry {
+            metadata.insert("at_entry".to_owned(), "true".to_owned());
+        }
+        if let Some(op) = self.operation {
+            metadata.insert("operation".to_owned(), op.as_str().to_owned());
+        }
         Event {
             kind,
             resource: match (&self.path, self.dest) {
                 (Some(path), _) => path.clone(),
+                (None, _) if self.operation == Some(Operation::IoUring) => "io_uring".to_owned(),
                 (None, Some(dest)) => dest.to_string(),
                 (None, None) => String::new(),
             },
@@ -309,5 +373,22 @@ mod tests {
             KernelEvent::parse(&rec[..header - 1]).is_err(),
             "header cut short"
         );
+        assert_eq!((ev.operation, ev.at_entry), (None, false));
+    }
+
+    #[test]
+    fn operation_flags_name_links_renames_and_io_uring() {
+        let cases = [
+            (EVENT_AT_ENTRY | EVENT_LINK, Some(Operation::Link)),
+            (EVENT_LINK | EVENT_TARGET, Some(Operation::LinkTarget)),
+            (EVENT_RENAME, Some(Operation::Rename)),
+            (EVENT_RENAME | EVENT_TARGET, Some(Operation::RenameTarget)),
+            (EVENT_IO_URING | EVENT_NO_PATH, Some(Operation::IoUring)),
+            (EVENT_AT_ENTRY, None),
+        ];
+        for (flags, op) in cases {
+            assert_eq!(Operation::from_flags(flags), op, "{flags:#x}");
+        }
+        assert_eq!(Operation::RenameTarget.as_str(), "rename_target");
     }
 }

@@ -1,5 +1,6 @@
-//! The LSM tier (SPEC §8): `lsm/file_open`, `lsm/bprm_check_security` and
-//! `lsm/socket_connect` return `EPERM` on deny, on top of the tracepoint tier.
+//! The LSM tier (SPEC §8): `lsm/file_open`, `lsm/bprm_check_security`, `lsm/path_link`,
+//! `lsm/path_rename` and `lsm/socket_connect` return `EPERM` on deny, on top of the
+//! tracepoint tier.
 //!
 //! The LSM programs share every map of the tracepoint tier (through the pins of
 //! [`Tracepoints::load_pinned`]): identity stays with the `tp_btf` programs, tables and events
@@ -14,15 +15,17 @@ use aya::programs::links::FdLink;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::probe::{HookStatus, LSM_LIST};
-use super::{KernelError, MAPS, Tracepoints, prog_err};
+use super::{ENTRY_PROGRAMS, KernelError, MAPS, Tracepoints, prog_err};
 
 /// The LSM object: the tracepoint object plus the LSM programs (`bpf/lsm.bpf.c`).
 pub static LSM_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lsm.bpf.o"));
 
 /// The LSM programs and their hooks.
-pub const LSM_PROGRAMS: [(&str, &str); 3] = [
+pub const LSM_PROGRAMS: [(&str, &str); 5] = [
     ("tyr_lsm_file_open", "file_open"),
     ("tyr_lsm_bprm_check", "bprm_check_security"),
+    ("tyr_lsm_path_link", "path_link"),
+    ("tyr_lsm_path_rename", "path_rename"),
     ("tyr_lsm_socket_connect", "socket_connect"),
 ];
 
@@ -117,6 +120,15 @@ fn load_lsm(dir: &Path) -> Result<Ebpf, KernelError> {
             Err(e) => return Err(e.into()),
         }
         link.pin(path)?;
+    }
+    // The LSM hooks refuse what the entry programs would kill for: detach those (their
+    // attachments live in their pins).
+    for name in ENTRY_PROGRAMS {
+        match std::fs::remove_file(links.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(ebpf)
 }

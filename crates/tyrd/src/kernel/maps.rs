@@ -19,11 +19,26 @@ pub const CONFIG_ALLOW_EVENTS_ALL: u32 = 1;
 pub const EVENT_FAIL_CLOSED: u8 = 1;
 /// `TyrEvent::flags`: the event carries no path.
 pub const EVENT_NO_PATH: u8 = 2;
+/// `TyrEvent::flags`: decided at syscall entry on the path string (before the kernel acted).
+pub const EVENT_AT_ENTRY: u8 = 4;
+/// `TyrEvent::flags`: a hard link.
+pub const EVENT_LINK: u8 = 8;
+/// `TyrEvent::flags`: a rename.
+pub const EVENT_RENAME: u8 = 16;
+/// `TyrEvent::flags`: `io_uring_setup`/`io_uring_enter` by a governed process.
+pub const EVENT_IO_URING: u8 = 32;
+/// `TyrEvent::flags`: the new name of a link or rename (else its source).
+pub const EVENT_TARGET: u8 = 64;
+
+/// `TyrProc::flags`: the executable is an interpreter or loader (its read opens are also
+/// decided as exec).
+pub const PROC_INTERP: u8 = 1;
 
 /// Indices of the per-CPU counters map.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
 pub const COUNTER_FORK_FULL: u32 = 1;
 pub const COUNTER_FAIL_CLOSED: u32 = 2;
+pub const COUNTER_UWRITE_FAILED: u32 = 3;
 
 /// `rule` value of an event decided by a default.
 pub const NO_RULE: u32 = u32::MAX;
@@ -133,7 +148,9 @@ pub struct TyrConfig {
     pub generation: u64,
     pub binaries: TyrDfa,
     pub has_binaries: u8,
-    pub _pad: [u8; 7],
+    /// Bit `a`: the base layer's table for action `a` has no rules and allows by default.
+    pub base_quiet: u8,
+    pub _pad: [u8; 6],
     pub layer_agent: [u8; MAX_LAYERS],
 }
 
@@ -145,7 +162,8 @@ impl Default for TyrConfig {
             generation: 0,
             binaries: TyrDfa::default(),
             has_binaries: 0,
-            _pad: [0; 7],
+            base_quiet: 0,
+            _pad: [0; 6],
             layer_agent: [0; MAX_LAYERS],
         }
     }

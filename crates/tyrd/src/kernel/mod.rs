@@ -4,6 +4,10 @@
 //! [`Tracepoints`] is the tracepoint tier: `sched_process_{fork,exec,exit}` keep the process
 //! identity map; `sys_exit_{openat,open,openat2,creat,open_by_handle_at}` and
 //! `sched_process_exec` decide from the compiled tables and kill on deny;
+//! `sys_enter_{openat,open,openat2,creat}` (with `O_CREAT`/`O_TRUNC`),
+//! `sys_enter_{link,linkat,rename,renameat,renameat2}` decide on the path string at entry and
+//! make a denied syscall fail before killing; `sys_enter_io_uring_{setup,enter}` kill governed
+//! processes (io_uring bypasses the syscall hooks);
 //! `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2 root) return `EPERM` on deny. Dropping it
 //! detaches every program not pinned.
 //!
@@ -11,6 +15,7 @@
 //! the kernel runs them, else the tracepoint tier alone, with the reason.
 
 pub mod events;
+pub mod interps;
 pub mod lsm;
 pub mod maps;
 mod mounts;
@@ -47,15 +52,17 @@ pub enum Hook {
 const TABLES_PER_SLOT: u32 = (maps::MAX_LAYERS * maps::NUM_ACTIONS) as u32;
 
 /// Every map of the tracepoint object (pinned by [`Tracepoints::load_pinned`]).
-pub const MAPS: [&str; 22] = [
+pub const MAPS: [&str; 25] = [
     "tyr_procs",
     "tyr_cgroups",
     "tyr_exes",
+    "tyr_interps",
     "tyr_doomed",
     "tyr_alarm",
     "tyr_config",
     "tyr_barrier",
     "tyr_active",
+    "tyr_agent_layers",
     "tyr_tables",
     "tyr_classes",
     "tyr_next",
@@ -67,13 +74,14 @@ pub const MAPS: [&str; 22] = [
     "tyr_lpm",
     "tyr_scratch",
     "tyr_exe_scratch",
+    "tyr_upath",
     "tyr_counters",
     "tyr_event_scratch",
     "tyr_events",
 ];
 
 /// The programs of the tracepoint tier, in attach order (identity before enforcement).
-pub const PROGRAMS: [(&str, Hook); 12] = [
+pub const PROGRAMS: [(&str, Hook); 23] = [
     ("tyr_fork", Hook::Btf("sched_process_fork")),
     ("tyr_connect4", Hook::Cgroup("connect4")),
     ("tyr_connect6", Hook::Cgroup("connect6")),
@@ -101,6 +109,64 @@ pub const PROGRAMS: [(&str, Hook); 12] = [
         "tyr_exit_by_handle",
         Hook::Tracepoint("syscalls", "sys_exit_open_by_handle_at"),
     ),
+    (
+        "tyr_enter_openat",
+        Hook::Tracepoint("syscalls", "sys_enter_openat"),
+    ),
+    (
+        "tyr_enter_open",
+        Hook::Tracepoint("syscalls", "sys_enter_open"),
+    ),
+    (
+        "tyr_enter_openat2",
+        Hook::Tracepoint("syscalls", "sys_enter_openat2"),
+    ),
+    (
+        "tyr_enter_creat",
+        Hook::Tracepoint("syscalls", "sys_enter_creat"),
+    ),
+    (
+        "tyr_enter_link",
+        Hook::Tracepoint("syscalls", "sys_enter_link"),
+    ),
+    (
+        "tyr_enter_linkat",
+        Hook::Tracepoint("syscalls", "sys_enter_linkat"),
+    ),
+    (
+        "tyr_enter_rename",
+        Hook::Tracepoint("syscalls", "sys_enter_rename"),
+    ),
+    (
+        "tyr_enter_renameat",
+        Hook::Tracepoint("syscalls", "sys_enter_renameat"),
+    ),
+    (
+        "tyr_enter_renameat2",
+        Hook::Tracepoint("syscalls", "sys_enter_renameat2"),
+    ),
+    (
+        "tyr_enter_io_uring_setup",
+        Hook::Tracepoint("syscalls", "sys_enter_io_uring_setup"),
+    ),
+    (
+        "tyr_enter_io_uring_enter",
+        Hook::Tracepoint("syscalls", "sys_enter_io_uring_enter"),
+    ),
+];
+
+/// The entry programs the LSM tier supersedes (`file_open`, `path_link`, `path_rename` refuse
+/// the same operations without killing): detached when the LSM programs attach.
+pub const ENTRY_PROGRAMS: [&str; 9] = [
+    "tyr_enter_openat",
+    "tyr_enter_open",
+    "tyr_enter_openat2",
+    "tyr_enter_creat",
+    "tyr_enter_link",
+    "tyr_enter_linkat",
+    "tyr_enter_rename",
+    "tyr_enter_renameat",
+    "tyr_enter_renameat2",
 ];
 
 /// A kernel-side failure, with what was being done.
@@ -154,6 +220,9 @@ pub struct Counters {
     pub ringbuf_drops: u64,
     pub fork_full: u64,
     pub fail_closed: u64,
+    /// Syscalls denied at entry whose path string could not be emptied (read-only memory):
+    /// the process was killed, but the syscall may have run.
+    pub uwrite_failed: u64,
 }
 
 /// Loads the tracepoint object against `btf` without attaching anything.

@@ -109,6 +109,9 @@ pub fn flatten(
                     ..TyrTable::default()
                 },
             };
+            if li == 0 && row.nrules == 0 && row.deflt == 0 {
+                f.config.base_quiet |= 1 << action.index();
+            }
             f.tables.push(row);
         }
     }
@@ -270,6 +273,10 @@ mod tests {
         assert_eq!(exec.dfa.next_off, read.dfa.nstates * read.dfa.nclasses);
         assert_eq!(f.rules[1].verdict, tyr_policy::compile::VERDICT_ALERT);
         assert_eq!(f.tables[Action::FileWrite.index()].nrules, 0);
+        // Only the base tables without rules that allow are quiet (the fast path).
+        let quiet = |a: Action| f.config.base_quiet & (1 << a.index()) != 0;
+        assert!(!quiet(Action::FileRead) && !quiet(Action::Exec));
+        assert!(quiet(Action::FileWrite) && quiet(Action::NetConnect));
         let small = |_: &str| 1;
         assert!(matches!(
             f.check(small),

@@ -27,6 +27,8 @@ pub struct Tracepoints {
     links: Vec<Attached>,
     /// LPM keys written per table slot (removed before the slot is refilled).
     lpm_keys: [Vec<LpmKey<TyrLpmData>>; 2],
+    /// Whether a syscall denied at entry is made to fail (see [`Tracepoints::refuses_at_entry`]).
+    write_user: bool,
 }
 
 enum Attached {
@@ -68,8 +70,11 @@ impl Tracepoints {
     fn load_inner(procs: Option<u32>, map_pins: Option<&Path>) -> Result<Self, KernelError> {
         let btf = Btf::from_sys_fs()?;
         ensure_tracefs()?;
+        let write_user = user_writes_allowed();
+        let write_flag = u8::from(write_user);
         let mut loader = EbpfLoader::new();
         loader.btf(Some(&btf));
+        loader.override_global("tyr_write_user", &write_flag, true);
         if let Some(n) = procs {
             loader.map_max_entries("tyr_procs", n);
         }
@@ -79,11 +84,27 @@ impl Tracepoints {
             }
         }
         let mut ebpf = loader.load(TRACEPOINT_OBJ)?;
-        if let Some((name, _)) = ebpf.maps().find(|(n, _)| !MAPS.contains(n)) {
+        // `.rodata` holds load-time constants (never pinned: each load sets its own).
+        if let Some((name, _)) = ebpf
+            .maps()
+            .find(|(n, _)| !MAPS.contains(n) && *n != ".rodata")
+        {
             return Err(KernelError::Unlisted(name.to_owned()));
         }
         for (name, hook) in PROGRAMS {
             load_program(&mut ebpf, name, hook, &btf)?;
+        }
+        // Before the identity hooks attach: every exec is classified with the full list.
+        let mut interps: HashMap<_, TyrExeKey, u32> = HashMap::try_from(
+            ebpf.map_mut("tyr_interps")
+                .ok_or(KernelError::MissingMap("tyr_interps"))?,
+        )
+        .map_err(map_err("tyr_interps"))?;
+        for path in super::interps::installed() {
+            // Paths too long for the key are not interpreters the kernel can recognise.
+            if let Ok(key) = exe_key(&path) {
+                interps.insert(key, 1, 0).map_err(map_err("tyr_interps"))?;
+            }
         }
         let cgroup = std::fs::File::open(cgroup2_root()?)?;
         let mut links = Vec::with_capacity(PROGRAMS.len());
@@ -115,7 +136,16 @@ impl Tracepoints {
             ebpf,
             links,
             lpm_keys: Default::default(),
+            write_user,
         })
+    }
+
+    /// Whether an `O_CREAT`/`O_TRUNC` open, link or rename denied at syscall entry is made to
+    /// fail before the kernel acts (its path string is emptied in the caller's memory, then
+    /// the caller is killed). False under kernel lockdown, which forbids BPF writes to user
+    /// memory: the caller is still killed, but the syscall runs.
+    pub fn refuses_at_entry(&self) -> bool {
+        self.write_user
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, KernelError> {
@@ -204,6 +234,8 @@ impl Tracepoints {
         self.write_at("tyr_ports", bases.ports, &flat.ports)?;
         self.write_lpm(slot as usize, &flat.lpm)?;
         self.write_at("tyr_tables", slot * TABLES_PER_SLOT, &flat.tables)?;
+        let masks = agent_layers(&flat.config.layer_agent, flat.config.nlayers);
+        self.write_at("tyr_agent_layers", slot * AGENTS, &masks)?;
         self.write_at::<TyrConfig>("tyr_config", slot, &[flat.config])?;
         self.write_at::<u32>("tyr_active", 0, &[slot])?;
         self.rcu_barrier()
@@ -303,16 +335,7 @@ impl Tracepoints {
 
     /// A process executing `path` (absolute, canonical) is classified as `agent_type_id`.
     pub fn set_agent_exe(&mut self, path: &Path, agent_type_id: u8) -> Result<(), KernelError> {
-        let bytes = path.as_os_str().as_encoded_bytes();
-        if bytes.len() >= EXE_KEY_LEN {
-            return Err(KernelError::ExePath {
-                path: path.display().to_string(),
-            });
-        }
-        let mut key = TyrExeKey {
-            path: [0; EXE_KEY_LEN],
-        };
-        key.path[..bytes.len()].copy_from_slice(bytes);
+        let key = exe_key(path)?;
         let map = self.map_mut("tyr_exes")?;
         let mut exes: HashMap<_, TyrExeKey, u32> =
             HashMap::try_from(map).map_err(map_err("tyr_exes"))?;
@@ -333,6 +356,7 @@ impl Tracepoints {
             ringbuf_drops: sum(maps::COUNTER_RINGBUF_DROPS)?,
             fork_full: sum(maps::COUNTER_FORK_FULL)?,
             fail_closed: sum(maps::COUNTER_FAIL_CLOSED)?,
+            uwrite_failed: sum(maps::COUNTER_UWRITE_FAILED)?,
         })
     }
 
@@ -399,5 +423,66 @@ impl Tracepoints {
             .ok_or(KernelError::MissingMap("tyr_events"))?;
         let ring = RingBuf::try_from(map).map_err(map_err("tyr_events"))?;
         Ok(EventReader::new(ring)?)
+    }
+}
+
+/// Agent types per table slot in `tyr_agent_layers` (`TYR_AGENTS`).
+const AGENTS: u32 = 256;
+
+/// Per agent type, the mask of the layers that apply: the base (bit 0) and the overlays of
+/// that agent type (agent type 0, unclassified, gets the base only).
+fn agent_layers(layer_agent: &[u8], nlayers: u32) -> Vec<u64> {
+    (0..AGENTS)
+        .map(|agent| {
+            layer_agent
+                .iter()
+                .enumerate()
+                .take(nlayers as usize)
+                .skip(1)
+                .filter(|&(_, &a)| a != 0 && u32::from(a) == agent)
+                .fold(1u64, |mask, (li, _)| mask | (1u64 << li))
+        })
+        .collect()
+}
+
+/// The executable-path key of `path` (NUL-padded); too long is an error.
+fn exe_key(path: &Path) -> Result<TyrExeKey, KernelError> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if bytes.len() >= EXE_KEY_LEN {
+        return Err(KernelError::ExePath {
+            path: path.display().to_string(),
+        });
+    }
+    let mut key = TyrExeKey {
+        path: [0; EXE_KEY_LEN],
+    };
+    key.path[..bytes.len()].copy_from_slice(bytes);
+    Ok(key)
+}
+
+/// Whether BPF programs may write user memory: not under kernel lockdown (`integrity` or
+/// `confidentiality`); unknown (no securityfs) counts as no.
+fn user_writes_allowed() -> bool {
+    match std::fs::read_to_string("/sys/kernel/security/lockdown") {
+        Ok(state) => state.contains("[none]"),
+        // No lockdown LSM at all.
+        Err(_) => std::fs::read_to_string(super::probe::LSM_LIST)
+            .is_ok_and(|l| !l.trim().split(',').any(|m| m == "lockdown")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agent_layers;
+
+    #[test]
+    fn agent_layer_masks_hold_the_base_and_the_agents_overlays() {
+        let layer_agent = [0u8, 2, 1, 2, 9];
+        let masks = agent_layers(&layer_agent, 4);
+        assert_eq!(masks.len(), 256);
+        assert_eq!(masks[0], 0b1);
+        assert_eq!(masks[1], 0b101);
+        assert_eq!(masks[2], 0b1011);
+        assert_eq!(masks[9], 0b1, "layer 4 is beyond nlayers");
     }
 }
