@@ -3,26 +3,47 @@
 //! per agent type for `tyr run`), compiles every pushed policy for this host and swaps it into
 //! the kernel, and turns ring-buffer records into pipeline events.
 //!
+//! Process identity: the kernel classifies at exec (executables, cgroups) and inherits at
+//! fork; the proc-connector monitor ([`procmon`]) classifies every exec in userspace too
+//! (digest, command line, environment markers, credentials) and writes the identity of a
+//! process the kernel did not classify into the kernel's process map, so enforcement follows
+//! from then on; [`Enforcer::poll`] applies its notices to the discovered agents
+//! ([`discovery`]), lineage and the quarantine overlay.
+//!
 //! Agent-type ids in the kernel are stable for the daemon's life: the classifier's types in
-//! table order, then any other type a policy names. Compiled tables are renumbered to them.
+//! table order, the reserved types of `unregistered_agents`, then any other type a policy
+//! names. Compiled tables are renumbered to them.
 
 pub mod classifier;
+pub mod discovery;
+mod identity;
+pub mod procfs;
+pub mod procmon;
+pub mod unregistered;
+mod verdicts;
 
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tyr_policy::compile::{KernelTables, Limits, compile};
 use tyr_policy::glob::Homes;
-use tyr_policy::model::{EffectiveSet, Severity};
-use tyr_proto::agent::{self, CapabilityReport};
+use tyr_policy::model::EffectiveSet;
+use tyr_proto::agent::{self, CapabilityReport, DiscoveredAgentUpdate};
 
-use crate::config::{Config, TierSetting};
-use crate::event::{self, Event};
+use crate::config::{Config, TierSetting, UnregisteredAgents};
+use crate::event::Event;
 use crate::kernel::events::{BootClock, EventReader, KernelEvent};
 use crate::kernel::probe::{self, Tier};
 use crate::kernel::{Enforcement, KernelError, PIN_DIR, Tracepoints, cgroup2_root};
 use classifier::{Classifier, homes_from_passwd};
+use discovery::Discovery;
+use identity::Cached;
+use procmon::Notice;
+use verdicts::{Active, apply_conditions};
 
 /// Environment variable overriding the pin directory [`PIN_DIR`]; empty: nothing is pinned
 /// (programs detach when the daemon exits; tests use this).
@@ -35,39 +56,66 @@ pub const AUDIT_VERSION: &str = "builtin-audit";
 /// The enforcer, shared by the event loop and the agent-plane stream.
 pub type Shared = Arc<Mutex<Enforcer>>;
 
-/// One loaded policy: its tables and what events decided with them are labelled with.
-struct Active {
-    generation: u64,
-    version: String,
-    set: EffectiveSet,
-    tables: KernelTables,
+/// The kernel side, shared with the classification monitor (which writes the identity of
+/// the processes it classifies straight into the process map).
+pub(crate) type Kernel = Arc<Mutex<Enforcement>>;
+
+/// The kernel side, even if a panic poisoned its lock.
+pub(crate) fn lock_kernel(k: &Kernel) -> std::sync::MutexGuard<'_, Enforcement> {
+    k.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The enforcement state of this daemon.
 pub struct Enforcer {
-    kernel: Option<Enforcement>,
+    kernel: Option<Kernel>,
     report: CapabilityReport,
     /// Agent-type names; the one at index `i` has kernel id `i + 1`.
     agent_types: Vec<String>,
-    homes: Vec<String>,
+    homes: Homes,
     allow_all: bool,
+    unregistered: UnregisteredAgents,
     /// The current policy last; the one before it kept for events still in flight.
     active: Vec<Active>,
     cgroups: Vec<PathBuf>,
     clock: BootClock,
     ring_drops: Option<u64>,
+    /// Userspace classification notices (none without the proc connector).
+    notices: Option<Receiver<Notice>>,
+    discovery: Discovery,
+    procs: HashMap<u32, Cached>,
+    /// Exited processes whose cache entries are still kept, oldest first.
+    exited: VecDeque<(u32, Instant)>,
+    /// Working directories of quarantined agents (writes allowed there).
+    workdirs: Vec<String>,
 }
 
 impl Enforcer {
     /// Probes and loads the kernel side (unless `use_kernel` is false or the configured tier
-    /// is `observe`), seeds identities and loads the last saved policy (or the built-in audit
-    /// base). Needs a tokio runtime for the event reader. Never fails for lack of kernel
-    /// support: the report then says why the tier is `observe`.
+    /// is `observe`), seeds identities, starts userspace classification (with the kernel
+    /// side) and loads the last saved policy (or the built-in audit base). Needs a tokio
+    /// runtime for the event reader. Never fails for lack of kernel support: the report then
+    /// says why the tier is `observe`.
     pub fn start(
         config: &Config,
         use_kernel: bool,
     ) -> Result<(Enforcer, Option<EventReader>), String> {
         let classifier = Classifier::load().map_err(|e| format!("classifier: {e}"))?;
+        let pin_dir = match std::env::var_os(PIN_DIR_ENV) {
+            Some(d) if d.is_empty() => None,
+            Some(d) => Some(PathBuf::from(d)),
+            None => Some(PathBuf::from(PIN_DIR)),
+        };
+        Enforcer::start_with(config, use_kernel, classifier, pin_dir)
+    }
+
+    /// [`Enforcer::start`] with the classification table `classifier` and the pin directory
+    /// `pin_dir` (`None`: nothing is pinned).
+    pub fn start_with(
+        config: &Config,
+        use_kernel: bool,
+        classifier: Classifier,
+        pin_dir: Option<PathBuf>,
+    ) -> Result<(Enforcer, Option<EventReader>), String> {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let mut report = CapabilityReport {
             kernel_version: crate::enroll::kernel_version(),
@@ -84,21 +132,28 @@ impl Enforcer {
                 .iter()
                 .map(|t| t.name.clone())
                 .collect(),
-            homes: homes_from_passwd(&passwd),
+            homes: Homes(homes_from_passwd(&passwd)),
             allow_all: config.events.allow == crate::config::AllowEvents::All,
+            unregistered: config.unregistered_agents,
             active: Vec::new(),
             cgroups: Vec::new(),
             clock: BootClock::new().map_err(|e| format!("clock: {e}"))?,
             ring_drops: None,
+            notices: None,
+            discovery: Discovery::new(&config.name),
+            procs: HashMap::new(),
+            exited: VecDeque::new(),
+            workdirs: Vec::new(),
         };
+        enforcer.agent_id(unregistered::agent_type(config.unregistered_agents))?;
         let mut reader = None;
         match kernel_wanted(config.tier, use_kernel) {
             Err(why) => report.downgrade_reason = why,
-            Ok(want_lsm) => match load_kernel(&mut report, want_lsm) {
+            Ok(want_lsm) => match load_kernel(&mut report, want_lsm, pin_dir) {
                 Ok(mut kernel) => {
                     let events = kernel.tracepoints().events();
                     reader = Some(events.map_err(|e| format!("ring buffer: {e}"))?);
-                    enforcer.kernel = Some(kernel);
+                    enforcer.kernel = Some(Arc::new(Mutex::new(kernel)));
                 }
                 Err(why) => report.downgrade_reason = why,
             },
@@ -108,6 +163,19 @@ impl Enforcer {
             enforcer.seed_identities(&classifier)?;
         }
         enforcer.load_saved(&config.state_dir);
+        if use_kernel {
+            let writer = enforcer.kernel.clone().map(|kernel| procmon::Writer {
+                kernel,
+                daemon: config.name.clone(),
+                ids: enforcer.writable_ids(&classifier),
+                unregistered: (config.unregistered_agents != UnregisteredAgents::Quarantine)
+                    .then(|| unregistered::agent_type(config.unregistered_agents).to_owned()),
+            });
+            match procmon::start(Arc::new(classifier), writer) {
+                Ok(rx) => enforcer.notices = Some(rx),
+                Err(e) => tracing::warn!("proc connector: {e}; no userspace classification"),
+            }
+        }
         Ok((enforcer, reader))
     }
 
@@ -140,25 +208,38 @@ impl Enforcer {
             let cgroup_id = std::fs::metadata(&dir)
                 .map_err(|e| format!("{}: {e}", dir.display()))?
                 .ino();
-            let exes = t.installed(&self.homes);
-            let tp = self
-                .kernel
-                .as_mut()
-                .map(Enforcement::tracepoints)
-                .ok_or("no kernel programs")?;
-            tp.set_cgroup_agent(cgroup_id, id)
+            let exes = t.installed(&self.homes.0);
+            self.with_tp(|tp| tp.set_cgroup_agent(cgroup_id, id))
+                .ok_or("no kernel programs")?
                 .map_err(|e| format!("cgroup map: {e}"))?;
             self.cgroups.push(dir);
             for exe in exes {
-                match tp.set_agent_exe(&exe, id) {
-                    Ok(()) => {
+                match self.with_tp(|tp| tp.set_agent_exe(&exe, id)) {
+                    Some(Ok(())) => {
                         tracing::info!(agent_type = %t.name, exe = %exe.display(), "agent executable")
                     }
-                    Err(e) => tracing::warn!(agent_type = %t.name, "agent executable: {e}"),
+                    Some(Err(e)) => tracing::warn!(agent_type = %t.name, "agent executable: {e}"),
+                    None => {}
                 }
             }
         }
         Ok(())
+    }
+
+    /// Kernel ids of the table's agent types and of the reserved ones (numbered at start, so
+    /// fixed for the daemon's life).
+    fn writable_ids(&mut self, classifier: &Classifier) -> HashMap<String, u8> {
+        let names = classifier.agent_types.iter().map(|t| t.name.as_str());
+        names
+            .chain(classifier::RESERVED)
+            .filter_map(|n| Some((n.to_owned(), self.agent_id(n).ok()?)))
+            .collect()
+    }
+
+    /// Runs `f` on the tracepoint tier's maps; `None` without a kernel side.
+    fn with_tp<R>(&self, f: impl FnOnce(&mut Tracepoints) -> R) -> Option<R> {
+        let kernel = self.kernel.as_ref()?;
+        Some(f(lock_kernel(kernel).tracepoints()))
     }
 
     /// Loads `state_dir/policy.json`, else (or when it no longer compiles) the audit base.
@@ -182,25 +263,21 @@ impl Enforcer {
         }
     }
 
-    /// Compiles `set` for this host and swaps it into the kernel. On error the previous
-    /// tables stay in force.
+    /// Compiles `set` (with the built-in overlay of `unregistered_agents`) for this host and
+    /// swaps it into the kernel. On error the previous tables stay in force.
     pub fn apply(&mut self, version: &str, set: EffectiveSet) -> Result<(), String> {
-        let homes = Homes(self.homes.clone());
-        let mut tables = compile(&set, &homes, &Limits::default()).map_err(|e| e.to_string())?;
+        let full = unregistered::with_builtin(set.clone(), self.unregistered, &self.workdirs)?;
+        let mut tables =
+            compile(&full, &self.homes, &Limits::default()).map_err(|e| e.to_string())?;
         self.renumber(&mut tables)?;
         let generation = self.active.last().map_or(1, |a| a.generation + 1);
-        if let Some(tp) = self.kernel.as_mut().map(Enforcement::tracepoints) {
-            let allow_all = self.allow_all;
-            tp.load_tables(&tables, generation, allow_all)
-                .map_err(|e: KernelError| format!("loading the tables: {e}"))?;
-        }
+        let allow_all = self.allow_all;
+        self.with_tp(|tp| tp.load_tables(&tables, generation, allow_all))
+            .transpose()
+            .map_err(|e: KernelError| format!("loading the tables: {e}"))?;
         tracing::info!(%version, generation, enforced = self.kernel.is_some(), "policy loaded");
-        self.active.push(Active {
-            generation,
-            version: version.to_owned(),
-            set,
-            tables,
-        });
+        self.active
+            .push(Active::new(generation, version, set, full, tables));
         if self.active.len() > 2 {
             self.active.remove(0);
         }
@@ -233,8 +310,14 @@ impl Enforcer {
     }
 
     /// The pipeline event for a kernel record: names, `policy_version` and severity from the
-    /// policy it was decided with.
-    pub fn to_event(&self, k: &KernelEvent) -> Option<Event> {
+    /// policy it was decided with, the process's executable and command line (cached per
+    /// process), its discovered agent, and the verdict of Cedar conditions (SPEC §6).
+    pub fn to_event(&mut self, k: &KernelEvent) -> Option<Event> {
+        self.poll();
+        let cached = self.cached(k.tgid);
+        let key = Some(k.discovered_id)
+            .filter(|&d| d != 0)
+            .or_else(|| self.discovery.key_of(k.tgid));
         let a = self
             .active
             .iter()
@@ -242,20 +325,47 @@ impl Enforcer {
             .find(|a| a.generation == k.generation)
             .or(self.active.last())?;
         let mut e = k.to_event(&a.tables, &self.clock);
-        e.policy_version = a.version.clone();
-        e.severity = severity(a, k.layer, e.rule.as_deref());
-        e.process_exe = std::fs::read_link(format!("/proc/{}/exe", k.tgid))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        e.policy_version.clone_from(&a.version);
+        e.severity = a.severity(k.layer, k.rule);
+        e.process_exe = cached.exe;
+        e.cmdline = cached.cmdline;
+        // The kernel carries the agent's key; the event names its id (none when unknown).
+        // `agent_type` stays the one the kernel decided with.
+        e.discovered_agent_id = key
+            .and_then(|key| self.discovery.agent(key))
+            .map(|agent| agent.id.clone());
+        if let Some(t) = e.agent_type.as_deref()
+            && classifier::RESERVED.contains(&t)
+        {
+            let mode = match self.unregistered {
+                UnregisteredAgents::Audit => "audit",
+                UnregisteredAgents::Quarantine => "quarantine",
+                UnregisteredAgents::Deny => "deny",
+            };
+            e.metadata
+                .insert("unregistered_agents".to_owned(), mode.to_owned());
+        }
+        apply_conditions(a, &self.homes, &mut e);
         Some(e)
     }
 
-    /// Kernel ring-buffer drops since the last call (0 without a kernel side).
+    /// Discovered agents created or changed (pids, last seen) since the last call.
+    pub fn discovered_changes(&mut self) -> Vec<DiscoveredAgentUpdate> {
+        self.poll();
+        self.discovery.changes()
+    }
+
+    /// Every discovered agent with live processes (sent on each new stream).
+    pub fn discovered_all(&self) -> Vec<DiscoveredAgentUpdate> {
+        self.discovery.all()
+    }
+
+    /// Kernel ring-buffer drops since the last call (0 without a kernel side). Also applies
+    /// the queued userspace notices ([`Enforcer::poll`]): the event loop calls this on every
+    /// tick.
     pub fn ring_drops(&mut self) -> u64 {
-        let Some(tp) = self.kernel.as_mut().map(Enforcement::tracepoints) else {
-            return 0;
-        };
-        let Ok(now) = tp.counters().map(|c| c.ringbuf_drops) else {
+        self.poll();
+        let Some(Ok(now)) = self.with_tp(|tp| tp.counters().map(|c| c.ringbuf_drops)) else {
             return 0;
         };
         let before = self.ring_drops.replace(now).unwrap_or(now);
@@ -270,31 +380,6 @@ impl Enforcer {
         if let Some(parent) = cgroup2_root().ok().map(|r| r.join(AGENTS_CGROUP)) {
             let _ = std::fs::remove_dir(parent);
         }
-    }
-}
-
-/// Severity of the deciding rule of layer `layer`.
-fn severity(a: &Active, layer: u32, rule: Option<&str>) -> event::Severity {
-    let audit;
-    let policy = match layer {
-        0 => match &a.set.base {
-            Some(p) => p,
-            None => {
-                audit = tyr_policy::eval::builtin_audit();
-                &audit
-            }
-        },
-        n => match a.set.overlays.get(n as usize - 1) {
-            Some(o) => &o.policy,
-            None => return event::Severity::Low,
-        },
-    };
-    let found = rule.and_then(|name| policy.spec.rules.iter().find(|r| r.name == name));
-    match found.map(|r| r.severity) {
-        Some(Severity::Critical) => event::Severity::Critical,
-        Some(Severity::High) => event::Severity::High,
-        Some(Severity::Medium) => event::Severity::Medium,
-        _ => event::Severity::Low,
     }
 }
 
@@ -314,7 +399,11 @@ fn kernel_wanted(tier: TierSetting, use_kernel: bool) -> Result<bool, String> {
 /// Probes, fills `report` and loads the best tier allowed: the LSM programs on top of the
 /// tracepoint tier when `want_lsm` and the kernel accepts them (they need pinned maps), else
 /// the tracepoint tier alone, with the reason. `Err(reason)` when neither can run.
-fn load_kernel(report: &mut CapabilityReport, want_lsm: bool) -> Result<Enforcement, String> {
+fn load_kernel(
+    report: &mut CapabilityReport,
+    want_lsm: bool,
+    pin_dir: Option<PathBuf>,
+) -> Result<Enforcement, String> {
     let found = probe::probe();
     report.hooks = found
         .hooks
@@ -328,11 +417,6 @@ fn load_kernel(report: &mut CapabilityReport, want_lsm: bool) -> Result<Enforcem
     if found.tier == Tier::Observe {
         return Err(found.reasons.join("; "));
     }
-    let pin_dir = match std::env::var_os(PIN_DIR_ENV) {
-        Some(d) if d.is_empty() => None,
-        Some(d) => Some(PathBuf::from(d)),
-        None => Some(PathBuf::from(PIN_DIR)),
-    };
     let failed = |e: KernelError| format!("the kernel programs did not load: {e}");
     let (kernel, lsm_reason) = match (&pin_dir, want_lsm) {
         (Some(dir), true) => Enforcement::load_pinned(dir).map_err(failed)?,
@@ -361,6 +445,10 @@ fn load_kernel(report: &mut CapabilityReport, want_lsm: bool) -> Result<Enforcem
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{self, Kind};
+    use classifier::Class;
+    use procfs::Proc;
+    use tyr_policy::model::Action;
 
     #[test]
     fn observe_reasons() {
@@ -369,5 +457,151 @@ mod tests {
         assert_eq!(kernel_wanted(TierSetting::Tracepoint, true), Ok(false));
         assert_eq!(kernel_wanted(TierSetting::Lsm, true), Ok(true));
         assert_eq!(kernel_wanted(TierSetting::Auto, true), Ok(true));
+    }
+
+    /// An enforcer without a kernel side, fed notices by the test.
+    fn fed(mode: &str) -> (Enforcer, std::sync::mpsc::SyncSender<Notice>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "server: 127.0.0.1:1\nname: unit\nca_file: /ca.pem\nstate_dir: {}\n\
+             unregistered_agents: {mode}\n",
+            dir.path().display()
+        );
+        let config = Config::from_yaml(&yaml, Path::new("tyrd.yaml")).expect("config");
+        let table = "agent_types: [{name: claude-code, env: [CLAUDECODE]}]\ncredentials: [OPENAI_API_KEY]\n";
+        let classifier = Classifier::parse(table).expect("table");
+        let (mut e, reader) =
+            Enforcer::start_with(&config, false, classifier, None).expect("start");
+        assert!(reader.is_none() && e.kernel.is_none());
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        e.notices = Some(rx);
+        (e, tx)
+    }
+
+    fn exec(tgid: u32, ppid: u32, exe: &str, class: Option<Class>) -> Notice {
+        let proc = Proc {
+            tgid,
+            ppid,
+            uid: 1000,
+            exe: exe.into(),
+            cmdline: exe.into(),
+            cwd: "/srv/work".into(),
+        };
+        Notice::Exec { proc, class }
+    }
+
+    fn claude_env() -> Class {
+        Class::Known("claude-code".into(), classifier::Signal::Env)
+    }
+
+    #[test]
+    fn classified_trees_become_discovered_agents_with_lineage() {
+        let (mut e, tx) = fed("audit");
+        let claude = Some(claude_env());
+        for n in [
+            exec(100, 1, "/opt/stand-in", claude),
+            Notice::Fork {
+                parent: 100,
+                child: 101,
+            },
+            exec(101, 100, "/usr/bin/git", None),
+            exec(200, 1, "/usr/bin/ls", None),
+            Notice::Fork {
+                parent: 200,
+                child: 201,
+            },
+        ] {
+            tx.send(n).expect("send");
+        }
+        let changes = e.discovered_changes();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let agent = &changes[0];
+        assert_eq!(agent.agent_type, "claude-code");
+        assert_eq!(agent.pids, [100, 101], "the child inherits (lineage)");
+        assert_eq!(
+            agent.process_signature,
+            "claude-code:/opt/stand-in:uid=1000"
+        );
+        assert_eq!(e.discovered_all().len(), 1);
+        tx.send(Notice::Exit(100)).expect("send");
+        tx.send(Notice::Exit(101)).expect("send");
+        let changes = e.discovered_changes();
+        assert!(changes[0].pids.is_empty());
+        assert!(e.discovered_all().is_empty());
+        // Exited processes stay in the event cache for a grace period.
+        assert_eq!(e.cached(101).exe, "/usr/bin/git");
+        // Lost notices: processes that are gone leave their agent.
+        let dead = u32::MAX - 1;
+        tx.send(exec(dead, 1, "/opt/stand-in", Some(claude_env())))
+            .expect("send");
+        assert_eq!(e.discovered_changes()[0].pids, [dead]);
+        tx.send(Notice::Lost).expect("send");
+        assert!(e.discovered_changes()[0].pids.is_empty());
+    }
+
+    #[test]
+    fn conditions_raise_the_recorded_verdict_after_the_fact() {
+        let (mut e, _tx) = fed("audit");
+        let yaml = "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata: {name: base}\nspec:\n  rules:\n\
+            \x20   - {name: root-env, action: file_read, resource_pattern: /srv/**, verdict: deny, severity: critical, condition: 'context.uid == 0'}\n\
+            \x20   - {name: srv, action: file_read, resource_pattern: /srv/**, verdict: alert}\n";
+        let set = EffectiveSet {
+            base: Some(tyr_policy::parse(yaml).expect("policy")),
+            overlays: Vec::new(),
+        };
+        e.apply("base@1", set).expect("apply");
+        let active = e.active.last().expect("active");
+        assert!(active.conditional[Action::FileRead.index()]);
+        assert!(!active.conditional[Action::Exec.index()]);
+        let kernel_says = |uid: u32| Event {
+            kind: Kind::FileRead,
+            resource: "/srv/a".into(),
+            verdict: event::Verdict::Alert,
+            enforced: event::Enforced::None,
+            severity: event::Severity::Low,
+            policy_version: "base@1".into(),
+            rule: Some("srv".into()),
+            pid: 5,
+            ppid: 1,
+            uid,
+            process_exe: "/bin/cat".into(),
+            cmdline: String::new(),
+            agent_type: None,
+            discovered_agent_id: None,
+            timestamp_ns: 0,
+            metadata: Default::default(),
+            count: 1,
+        };
+        let mut ev = kernel_says(0);
+        apply_conditions(active, &e.homes, &mut ev);
+        assert_eq!(ev.verdict, event::Verdict::Deny, "a recorded deny");
+        assert_eq!(ev.enforced, event::Enforced::None, "never blocked");
+        assert_eq!(ev.rule.as_deref(), Some("root-env"));
+        assert_eq!(ev.severity, event::Severity::Critical);
+        assert_eq!(ev.metadata["enforced_in"], "userspace");
+        let mut ev = kernel_says(1000);
+        apply_conditions(active, &e.homes, &mut ev);
+        assert_eq!(ev, kernel_says(1000), "the condition does not hold");
+    }
+
+    #[test]
+    fn unregistered_agents_get_the_reserved_type_of_the_mode() {
+        for (mode, want, overlays) in [
+            ("audit", "unregistered", 0),
+            ("quarantine", "quarantine", 1),
+            ("deny", "unregistered", 1),
+        ] {
+            let (mut e, tx) = fed(mode);
+            tx.send(exec(300, 1, "/usr/bin/python3", Some(Class::Unregistered)))
+                .expect("send");
+            let changes = e.discovered_changes();
+            assert_eq!(changes[0].agent_type, want, "{mode}");
+            let active = e.active.last().expect("active");
+            assert_eq!(active.set.overlays.len(), overlays, "{mode}");
+            if mode == "quarantine" {
+                assert_eq!(e.workdirs, ["/srv/work"]);
+                assert_eq!(active.generation, 2, "recompiled for the working dir");
+            }
+        }
     }
 }

@@ -1,37 +1,33 @@
-//! Collapses repeated identical events (same pid, kind, resource, verdict, rule) arriving
-//! within a window into the first of them with a `count`. Memory is bounded: when `max_keys`
-//! distinct events are held, all of them are flushed before a new one is taken.
+//! Collapses repeated identical events (same process, kind, resource, verdict, enforcement,
+//! rule, policy version, agent and metadata) arriving within a window into the first of them
+//! with a `count`. Events are keyed by a hash of those fields (no copy of the strings) and
+//! compared in full on a hit. Memory is bounded: when `max_keys` distinct events are held,
+//! all of them are flushed before a new one is taken.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, Kind, Verdict};
+use crate::event::Event;
 
 /// Default aggregation window.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
 /// Default bound on distinct events held.
 pub const DEFAULT_MAX_KEYS: usize = 4096;
 
-/// What makes two events "identical".
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    pid: u32,
-    kind: Kind,
-    verdict: Verdict,
-    resource: String,
-    rule: Option<String>,
-}
-
-impl Key {
-    fn of(e: &Event) -> Key {
-        Key {
-            pid: e.pid,
-            kind: e.kind,
-            verdict: e.verdict,
-            resource: e.resource.clone(),
-            rule: e.rule.clone(),
-        }
-    }
+/// Whether `a` and `b` are the same occurrence but for time, counts and enrichment that
+/// follows from the process (parent, uid, executable, command line, severity).
+fn identical(a: &Event, b: &Event) -> bool {
+    a.pid == b.pid
+        && a.kind == b.kind
+        && a.verdict == b.verdict
+        && a.enforced == b.enforced
+        && a.resource == b.resource
+        && a.rule == b.rule
+        && a.policy_version == b.policy_version
+        && a.agent_type == b.agent_type
+        && a.discovered_agent_id == b.discovered_agent_id
+        && a.metadata == b.metadata
 }
 
 struct Held {
@@ -44,7 +40,8 @@ struct Held {
 pub struct Aggregator {
     window: Duration,
     max_keys: usize,
-    held: HashMap<Key, Held>,
+    hasher: RandomState,
+    held: HashMap<u64, Held>,
     next_order: u64,
 }
 
@@ -54,18 +51,34 @@ impl Aggregator {
         Aggregator {
             window,
             max_keys: max_keys.max(1),
+            hasher: RandomState::new(),
             held: HashMap::new(),
             next_order: 0,
         }
     }
 
+    fn key(&self, e: &Event) -> u64 {
+        self.hasher.hash_one((
+            e.pid,
+            e.kind,
+            e.verdict,
+            e.enforced,
+            &e.resource,
+            &e.rule,
+            &e.policy_version,
+            &e.agent_type,
+            &e.discovered_agent_id,
+        ))
+    }
+
     /// Takes one event at time `now`; returns the events that leave the stage because of it
-    /// (an expired twin, or everything when the key bound is reached), in arrival order.
+    /// (an expired twin or a colliding one, or everything when the key bound is reached), in
+    /// arrival order.
     pub fn push(&mut self, event: Event, now: Instant) -> Vec<Event> {
-        let key = Key::of(&event);
+        let key = self.key(&event);
         let mut out = Vec::new();
         if let Some(held) = self.held.get_mut(&key) {
-            if now < held.started + self.window {
+            if now < held.started + self.window && identical(&held.event, &event) {
                 held.event.count = held.event.count.saturating_add(event.count.max(1));
                 return out;
             }
@@ -93,11 +106,11 @@ impl Aggregator {
     /// Events whose window has closed at `now`, in arrival order.
     pub fn flush_expired(&mut self, now: Instant) -> Vec<Event> {
         let window = self.window;
-        let expired: Vec<Key> = self
+        let expired: Vec<u64> = self
             .held
             .iter()
             .filter(|(_, h)| h.started + window <= now)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         let mut out: Vec<Held> = expired.iter().filter_map(|k| self.held.remove(k)).collect();
         out.sort_by_key(|h| h.order);
@@ -120,7 +133,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Enforced, Severity};
+    use crate::event::{Enforced, Kind, Severity, Verdict};
 
     fn event(pid: u32, resource: &str, ts: u64) -> Event {
         Event {
@@ -182,6 +195,18 @@ mod tests {
         let mut e = base.clone();
         e.rule = None;
         variants.push(e);
+        let mut e = base.clone();
+        e.enforced = Enforced::None;
+        variants.push(e);
+        let mut e = base.clone();
+        e.policy_version = "v2".into();
+        variants.push(e);
+        let mut e = base.clone();
+        e.agent_type = Some("claude-code".into());
+        variants.push(e);
+        let mut e = base.clone();
+        e.discovered_agent_id = Some("da".into());
+        variants.push(e);
         for v in &variants {
             assert!(agg.push(v.clone(), t0).is_empty());
         }
@@ -194,6 +219,19 @@ mod tests {
         assert_eq!(out[0].count, 2);
         assert!(out[1..].iter().all(|e| e.count == 1));
         assert_eq!(out[1].pid, 8, "arrival order is kept");
+    }
+
+    #[test]
+    fn events_differing_in_metadata_only_are_kept_apart() {
+        let t0 = Instant::now();
+        let mut agg = Aggregator::new(W, 16);
+        let a = event(7, "/a", 0);
+        let mut b = a.clone();
+        b.metadata.insert("operation".into(), "rename".into());
+        agg.push(a.clone(), t0);
+        let out = agg.push(b, t0);
+        assert_eq!(out, [a], "the first leaves, uncounted");
+        assert_eq!(agg.flush_all()[0].metadata["operation"], "rename");
     }
 
     #[test]
