@@ -15,6 +15,8 @@ use crate::drift::DriftCause;
 pub const KINDS: [&str; 5] = ["FILE_READ", "FILE_WRITE", "EXEC", "NET_CONNECT", "TLS"];
 /// Event verdicts as stored and in the API.
 pub const VERDICTS: [&str; 3] = ["ALLOW", "DENY", "ALERT"];
+/// Why daemons lost events (gap record reasons, as stored).
+pub const GAP_REASONS: [&str; 2] = ["spool_full", "ring_buffer"];
 const CAUSES: [DriftCause; 3] = [
     DriftCause::StalePolicy,
     DriftCause::TierLimit,
@@ -97,6 +99,8 @@ pub struct Metrics {
     events: [[AtomicU64; VERDICTS.len()]; KINDS.len()],
     events_rejected: AtomicU64,
     drift: [AtomicU64; CAUSES.len()],
+    events_lost: [AtomicU64; GAP_REASONS.len()],
+    gap_records: [AtomicU64; GAP_REASONS.len()],
     sse_dropped: AtomicU64,
     policy_push: Histogram,
     db: [Histogram; DB_OPS.len()],
@@ -123,6 +127,15 @@ impl Metrics {
     pub fn drift(&self, cause: DriftCause) {
         if let Some(i) = CAUSES.iter().position(|&c| c == cause) {
             self.drift[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one new gap record of a daemon: `lost` more events lost for `reason` (one of
+    /// [`GAP_REASONS`]).
+    pub fn gap(&self, reason: &str, lost: u64) {
+        if let Some(i) = GAP_REASONS.iter().position(|&r| r == reason) {
+            self.gap_records[i].fetch_add(1, Ordering::Relaxed);
+            self.events_lost[i].fetch_add(lost, Ordering::Relaxed);
         }
     }
 
@@ -202,6 +215,29 @@ impl Metrics {
                 out,
                 "tyr_drift_events_total{{cause=\"{}\"}} {n}",
                 cause.as_str()
+            );
+        }
+        head(
+            &mut out,
+            "tyr_events_lost_total",
+            "counter",
+            "Events daemons reported lost (gap records), by reason.",
+        );
+        for (i, reason) in GAP_REASONS.iter().enumerate() {
+            let n = self.events_lost[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "tyr_events_lost_total{{reason=\"{reason}\"}} {n}");
+        }
+        head(
+            &mut out,
+            "tyr_event_gap_records_total",
+            "counter",
+            "Gap records received from daemons, by reason.",
+        );
+        for (i, reason) in GAP_REASONS.iter().enumerate() {
+            let n = self.gap_records[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "tyr_event_gap_records_total{{reason=\"{reason}\"}} {n}"
             );
         }
         head(
@@ -298,6 +334,8 @@ mod tests {
         m.event_ingested("EXEC", "DENY");
         m.event_ingested("BOGUS", "DENY");
         m.drift(DriftCause::TierLimit);
+        m.gap("spool_full", 40);
+        m.gap("spool_full", 2);
         m.observe_db(DbOp::Stats, Duration::from_millis(2));
         m.observe_db(DbOp::Stats, Duration::from_secs(10));
         m.http_request("GET", "/api/v1/events", 200);
@@ -305,6 +343,9 @@ mod tests {
         assert!(text.contains("tyr_events_ingested_total{kind=\"EXEC\",verdict=\"DENY\"} 2\n"));
         assert!(text.contains("tyr_drift_events_total{cause=\"tier_limit\"} 1\n"));
         assert!(text.contains("tyr_agents{status=\"online\"} 3\n"));
+        assert!(text.contains("tyr_events_lost_total{reason=\"spool_full\"} 42\n"));
+        assert!(text.contains("tyr_event_gap_records_total{reason=\"spool_full\"} 2\n"));
+        assert!(text.contains("tyr_events_lost_total{reason=\"ring_buffer\"} 0\n"));
         assert!(
             text.contains("tyr_db_query_duration_seconds_bucket{op=\"stats\",le=\"0.0025\"} 1\n")
         );

@@ -1,4 +1,5 @@
-//! In-memory sliding-window limiter for failed logins (per username and per source address).
+//! In-memory sliding-window limiter of failures: logins (per username and per source address)
+//! and agent-plane registrations (per source address).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

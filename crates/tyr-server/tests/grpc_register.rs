@@ -1,6 +1,10 @@
 //! `Register` against the real `tyr-server` process over real TLS: a good token enrolls; each
 //! bad token is refused with UNAUTHENTICATED and its reason, and nothing is stored; a
-//! single-use token admits exactly one of many concurrent registrations.
+//! single-use token admits exactly one of many concurrent registrations; the token is
+//! checked before the CSR is parsed; repeated failures from one address are rate limited.
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_json::Value;
 use tonic::Code;
@@ -68,13 +72,40 @@ async fn good_token_enrolls_and_bad_tokens_store_nothing(server: TestServer, pg_
     assert_eq!(listed[0]["id"], creds.agent_id.as_str());
     assert_eq!(listed[0]["name"], "test-agent");
 
+    // A CSR that is not PEM is refused before the token is looked at; one that is PEM but
+    // not a CSR is refused after, and the token's use is given back.
+    let (fresh_id, fresh) = admin.enrollment_token(1, 1).await;
+    for csr in [
+        "not a csr",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    ] {
+        let (mut req, _) = register_request(&fresh);
+        req.csr_pem = csr.into();
+        let mut c = grpc::client(&server, None).await.expect("client");
+        let err = c.register(req).await.expect_err("bad csr");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert_eq!(token_uses(&admin, &fresh_id).await, 0);
+    }
+    // With a bad token, the same CSR is never parsed: the token decides.
+    let (mut req, _) = register_request("tyr_et_1111111111111111111111111111111111111111");
+    req.csr_pem =
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into();
+    let mut c = grpc::client(&server, None).await.expect("client");
+    let err = c.register(req).await.expect_err("bad token");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
     refused(
         &server,
         "tyr_et_0000000000000000000000000000000000000000",
         "unknown",
     )
     .await;
-    refused(&server, "", "unknown").await;
+    // (From another address: this one may fail five times before it is limited.)
+    let err = grpc::register_from(&server, "", "127.0.0.2".parse().ok())
+        .await
+        .expect_err("empty token");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("unknown"), "{err:?}");
 
     let (revoked_id, revoked) = admin.enrollment_token(5, 1).await;
     let (status, _) = admin
@@ -94,15 +125,11 @@ async fn good_token_enrolls_and_bad_tokens_store_nothing(server: TestServer, pg_
     refused(&server, &expired, "expired").await;
     assert_eq!(token_uses(&admin, &expired_id).await, 0);
 
-    // A malformed CSR is refused without using the token.
-    let (mut req, _) = register_request(&once);
-    req.csr_pem = "not a csr".into();
-    let (fresh_id, fresh) = admin.enrollment_token(1, 1).await;
-    req.enrollment_token = fresh;
-    let mut c = grpc::client(&server, None).await.expect("client");
-    let err = c.register(req).await.expect_err("bad csr");
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert_eq!(token_uses(&admin, &fresh_id).await, 0);
+    // Five failures from this address: the next attempt is limited, even with a good token.
+    let err = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect_err("rate limited");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
     // Only the two good registrations were stored.
     assert_eq!(agents(&admin).await.len(), 2);
@@ -121,6 +148,56 @@ async fn single_use_token_admits_one_of_many_concurrent_registrations() {
         assert_eq!(r.code(), Code::Unauthenticated, "{r:?}");
     }
     assert_eq!(agents(&admin).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_registrations_are_rate_limited_per_address_until_the_window_passes() {
+    let server = server().await;
+    let admin = server.admin().await;
+    let attacker: IpAddr = "127.0.0.3".parse().expect("ip");
+    let neighbour: IpAddr = "127.0.0.4".parse().expect("ip");
+    let bad = "tyr_et_2222222222222222222222222222222222222222";
+    for _ in 0..5 {
+        let err = grpc::register_from(&server, bad, Some(attacker))
+            .await
+            .expect_err("bad token");
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+
+    // Limited now, bad and good tokens alike, with a retry hint; nothing is used or stored.
+    let err = grpc::register_from(&server, bad, Some(attacker))
+        .await
+        .expect_err("limited");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let err = grpc::register_from(&server, &server.bootstrap_token, Some(attacker))
+        .await
+        .expect_err("limited even with a good token");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let retry_after: u64 = err
+        .metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after hint");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(
+        err.message().contains(&format!("retry in {retry_after} s")),
+        "{err:?}"
+    );
+    assert!(agents(&admin).await.is_empty());
+
+    // Another address is not affected.
+    grpc::register_from(&server, &server.bootstrap_token, Some(neighbour))
+        .await
+        .expect("another address registers");
+
+    // Once the hinted time has passed, the same address registers with a good token.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let creds = grpc::register_from(&server, &server.bootstrap_token, Some(attacker))
+        .await
+        .expect("registers after the window");
+    assert!(uuid_like(&creds.agent_id));
+    assert_eq!(agents(&admin).await.len(), 2);
 }
 
 /// Moves a token's expiry into the past, in the server's database (the API cannot create an

@@ -312,3 +312,115 @@ async fn sigterm_ends_sessions_and_the_server_exits_promptly() {
         started.elapsed()
     );
 }
+
+fn gap(first_seq: u64, last_seq: u64, dropped: u64, reason: events::GapReason) -> Record {
+    Record {
+        record: Some(record::Record::Gap(events::Gap {
+            first_seq,
+            last_seq,
+            dropped,
+            reason: reason.into(),
+            timestamp_ns: 1_700_000_000_000_000_000,
+        })),
+    }
+}
+
+async fn agent(admin: &Admin, id: &str) -> serde_json::Value {
+    let (status, me) = admin.get(&format!("/api/v1/agents/{id}")).await;
+    assert_eq!(status, 200, "{me}");
+    me
+}
+
+async fn metric(server: &TestServer, line_prefix: &str) -> u64 {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_prefix} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_records_are_counted_once_before_their_ack_sqlite() {
+    gap_records_are_counted_once_before_their_ack(server().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_records_are_counted_once_before_their_ack_postgres() {
+    let Some(db) = TestDb::new(Backend::Postgres, &std::env::temp_dir()).await else {
+        return;
+    };
+    let server = TestServer::start_bin(BIN, Db::Postgres(db.url.clone())).await;
+    gap_records_are_counted_once_before_their_ack(server).await;
+    db.drop().await;
+}
+
+async fn gap_records_are_counted_once_before_their_ack(server: TestServer) {
+    use events::GapReason::{RingBuffer, SpoolFull};
+    let admin = server.admin().await;
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+    let id = creds.agent_id.as_str();
+    let mut s = connected(&server, &creds).await;
+    let me = agent(&admin, id).await;
+    assert_eq!(
+        (me["events_lost"].as_i64(), me["gap_records"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert!(me["last_gap_at"].is_null(), "{me}");
+    let batch = |records: Vec<Record>| Msg::EventBatch(EventBatch { records });
+
+    // Records 1..=10 were dropped (spool full), then 11 and 12 arrived, then a ring-buffer
+    // gap record numbered 13 reports 7 more; the ack covers 13 once both are committed.
+    let records = vec![
+        gap(1, 10, 10, SpoolFull),
+        event(11),
+        event(12),
+        gap(13, 13, 7, RingBuffer),
+    ];
+    send(&s, batch(records.clone())).await;
+    assert!(matches!(next(&mut s).await, Ok(server_message::Msg::EventAck(a)) if a.seq == 13));
+    let me = agent(&admin, id).await;
+    assert_eq!(me["events_lost"], 17, "{me}");
+    assert_eq!(me["gap_records"], 2, "{me}");
+    assert!(me["last_gap_at"].is_string(), "{me}");
+
+    // Resent after a lost ack: counted once.
+    send(&s, batch(records)).await;
+    assert!(matches!(next(&mut s).await, Ok(server_message::Msg::EventAck(a)) if a.seq == 13));
+    assert_eq!(agent(&admin, id).await["events_lost"], 17);
+
+    // A spool-full gap that took the ring-buffer gap record 13 (7 events) and records
+    // 14..=20 with it reports 14 lost: only the 7 not yet counted are added.
+    send(&s, batch(vec![gap(13, 20, 14, SpoolFull), event(21)])).await;
+    assert!(matches!(next(&mut s).await, Ok(server_message::Msg::EventAck(a)) if a.seq == 21));
+    let me = agent(&admin, id).await;
+    assert_eq!(me["events_lost"], 24, "{me}");
+    assert_eq!(me["gap_records"], 3, "{me}");
+    assert_eq!(admin.event_seqs(id).await, vec![11, 12, 21]);
+
+    // In the list and in /metrics too.
+    let (_, list) = admin.get("/api/v1/agents").await;
+    let listed = list
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["id"] == id))
+        .cloned()
+        .expect("listed");
+    assert_eq!(listed["events_lost"], 24, "{listed}");
+    assert_eq!(
+        metric(&server, "tyr_events_lost_total{reason=\"spool_full\"}").await,
+        17
+    );
+    assert_eq!(
+        metric(&server, "tyr_events_lost_total{reason=\"ring_buffer\"}").await,
+        7
+    );
+}

@@ -1,5 +1,8 @@
-//! Agent-plane clients for tests that play the daemon themselves, and certificates made in
-//! the test (another CA, expired certificates from the server's own CA).
+//! Agent-plane clients for tests that play the daemon themselves, a fake agent-plane server
+//! for tests of the daemon side ([`FakePlane`]), and certificates made in the test (another
+//! CA, expired certificates from the server's own CA).
+
+use std::net::IpAddr;
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -8,11 +11,14 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 use tonic::{Status, Streaming};
 use tyr_proto::agent::agent_plane_client::AgentPlaneClient;
+use tyr_proto::agent::agent_plane_server::{AgentPlane, AgentPlaneServer};
 use tyr_proto::agent::{
-    AgentMessage, CapabilityReport, RegisterRequest, ServerMessage, Tier, agent_message::Msg,
+    AgentMessage, CapabilityReport, RegisterRequest, RegisterResponse, ServerMessage, Tier,
+    agent_message::Msg,
 };
 
 use crate::server::TestServer;
@@ -47,6 +53,15 @@ pub async fn client(
     server: &TestServer,
     creds: Option<&Credentials>,
 ) -> Result<AgentPlaneClient<Channel>, String> {
+    client_from(server, creds, None).await
+}
+
+/// [`client`] connecting from the local address `from` (e.g. `127.0.0.2`) when given.
+pub async fn client_from(
+    server: &TestServer,
+    creds: Option<&Credentials>,
+    from: Option<IpAddr>,
+) -> Result<AgentPlaneClient<Channel>, String> {
     install_provider();
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(server.ca_pem()))
@@ -58,6 +73,7 @@ pub async fn client(
         .map_err(|e| e.to_string())?
         .tls_config(tls)
         .map_err(|e| e.to_string())?
+        .local_address(from)
         .connect()
         .await
         .map_err(|e| format!("{e:?}"))?;
@@ -92,8 +108,19 @@ pub fn register_request(token: &str) -> (RegisterRequest, String) {
 
 /// Registers with `token` (no client certificate).
 pub async fn register(server: &TestServer, token: &str) -> Result<Credentials, Status> {
+    register_from(server, token, None).await
+}
+
+/// [`register`] from the local address `from` when given.
+pub async fn register_from(
+    server: &TestServer,
+    token: &str,
+    from: Option<IpAddr>,
+) -> Result<Credentials, Status> {
     let (req, key_pem) = register_request(token);
-    let mut c = client(server, None).await.map_err(Status::unavailable)?;
+    let mut c = client_from(server, None, from)
+        .await
+        .map_err(Status::unavailable)?;
     let r = c.register(req).await?.into_inner();
     Ok(Credentials {
         agent_id: r.agent_id,
@@ -206,5 +233,148 @@ pub fn issue_client_cert_for(
         agent_id: agent_id.to_owned(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
+    }
+}
+
+/// A stand-in agent-plane server for testing the daemon side: its own CA, a server
+/// certificate for 127.0.0.1, and `Stream` sessions the test drives (every message received
+/// is handed over; what the test queues is sent). `Register` is not implemented.
+#[derive(Debug)]
+pub struct FakePlane {
+    /// `127.0.0.1:port`.
+    pub addr: std::net::SocketAddr,
+    /// The CA's certificate (PEM), which the daemon must trust.
+    pub ca_pem: String,
+    ca_key_pem: String,
+    sessions: mpsc::UnboundedReceiver<FakeSession>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One `Stream` call on a [`FakePlane`].
+#[derive(Debug)]
+pub struct FakeSession {
+    /// Messages from the daemon.
+    pub rx: mpsc::UnboundedReceiver<AgentMessage>,
+    /// Messages to the daemon.
+    pub tx: mpsc::Sender<Result<ServerMessage, Status>>,
+}
+
+#[derive(Clone)]
+struct FakeService {
+    sessions: mpsc::UnboundedSender<FakeSession>,
+}
+
+#[tonic::async_trait]
+impl AgentPlane for FakeService {
+    async fn register(
+        &self,
+        _: tonic::Request<RegisterRequest>,
+    ) -> Result<tonic::Response<RegisterResponse>, Status> {
+        Err(Status::unimplemented("the fake plane does not enroll"))
+    }
+
+    type StreamStream = ReceiverStream<Result<ServerMessage, Status>>;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<Streaming<AgentMessage>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if in_tx.send(m).is_err() {
+                    break;
+                }
+            }
+        });
+        let session = FakeSession {
+            rx: in_rx,
+            tx: out_tx,
+        };
+        self.sessions
+            .send(session)
+            .map_err(|_| Status::unavailable("the test is gone"))?;
+        Ok(tonic::Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+impl FakePlane {
+    /// Starts the server on a free port of 127.0.0.1.
+    pub async fn start() -> FakePlane {
+        install_provider();
+        let (ca_pem, ca_key_pem) = other_ca();
+        let ca_key = KeyPair::from_pem(&ca_key_pem).expect("ca key");
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert.pem(), key.serialize_pem()))
+            .client_ca_root(Certificate::from_pem(&ca_pem));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (sessions_tx, sessions) = mpsc::unbounded_channel();
+        let service = AgentPlaneServer::new(FakeService {
+            sessions: sessions_tx,
+        });
+        let router = Server::builder()
+            .tls_config(tls)
+            .expect("tls config")
+            .add_service(service);
+        let task = tokio::spawn(async move {
+            let _ = router
+                .serve_with_incoming(TcpIncoming::from(listener))
+                .await;
+        });
+        FakePlane {
+            addr,
+            ca_pem,
+            ca_key_pem,
+            sessions,
+            task,
+        }
+    }
+
+    /// A client certificate and key for `agent_id` from this server's CA.
+    pub fn credentials(&self, agent_id: &str) -> Credentials {
+        issue_client_cert(&self.ca_pem, &self.ca_key_pem, agent_id, -1, 30)
+    }
+
+    /// The next `Stream` call, within `timeout`.
+    pub async fn session(&mut self, timeout: std::time::Duration) -> Option<FakeSession> {
+        tokio::time::timeout(timeout, self.sessions.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for FakePlane {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeSession {
+    /// The next message from the daemon within `timeout`; `None` on timeout or when the
+    /// stream ended.
+    pub async fn recv(&mut self, timeout: std::time::Duration) -> Option<Msg> {
+        match tokio::time::timeout(timeout, self.rx.recv()).await {
+            Ok(Some(m)) => m.msg,
+            _ => None,
+        }
+    }
+
+    /// Sends `msg` to the daemon.
+    pub async fn send(&self, msg: tyr_proto::agent::server_message::Msg) {
+        self.tx
+            .send(Ok(ServerMessage { msg: Some(msg) }))
+            .await
+            .expect("the daemon's stream is open");
     }
 }

@@ -1,8 +1,9 @@
-//! The daemon's session with the server (`AgentPlane.Stream`): capability report, policy
-//! pushes (persisted in `state_dir/policy.json` and acknowledged), heartbeats, spooled records
-//! sent as event batches and dropped from the spool once acknowledged, and certificate
-//! renewal. Reconnects with exponential backoff and jitter; unacknowledged records are sent
-//! again on the next session.
+//! The daemon's session with the server (`AgentPlane.Stream`): capability report, discovered
+//! agents (all live ones on connect, changes at every heartbeat), policy pushes (persisted in
+//! `state_dir/policy.json` and acknowledged), heartbeats (also in answer to a `Ping`), the
+//! server's `ConfigUpdate` overrides, spooled records sent as event batches and dropped from
+//! the spool once acknowledged, and certificate renewal. Reconnects with exponential backoff
+//! and jitter; unacknowledged records are sent again on the next session.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
@@ -10,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tyr_proto::agent::agent_plane_client::AgentPlaneClient;
 use tyr_proto::agent::{
-    AgentMessage, Heartbeat, PolicyAck, PolicyPush, RenewRequest, agent_message::Msg,
-    server_message,
+    AgentMessage, ConfigUpdate, EventsAllow, Heartbeat, PolicyAck, PolicyPush, RenewRequest,
+    agent_message::Msg, server_message,
 };
 use tyr_proto::events::EventBatch;
 
@@ -108,6 +110,8 @@ struct Stream {
 /// One session's sending side and its unacknowledged batches.
 struct Session {
     out: mpsc::Sender<AgentMessage>,
+    /// Heartbeat timer (reset when the server changes the interval).
+    ticker: Interval,
     /// `(last spool seq, highest seq the server will acknowledge)` of each batch in flight.
     in_flight: VecDeque<(u64, u64)>,
     /// Next spool seq to send (0: the oldest unacknowledged).
@@ -159,6 +163,7 @@ impl Stream {
         let (out, rx) = mpsc::channel(2 * WINDOW);
         let mut s = Session {
             out,
+            ticker: ticker(self.heartbeat, Duration::ZERO),
             in_flight: VecDeque::new(),
             next: 0,
             healthy: false,
@@ -191,8 +196,12 @@ impl Stream {
         };
         tracing::info!(server = %self.server, "agent plane connected");
         let mut last_seq = self.spool.last_seq.clone();
-        let mut heartbeat = tokio::time::interval(self.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let discovered = lock(&self.enforcer).discovered_all();
+        for update in discovered {
+            if let Err(e) = s.send(Msg::DiscoveredAgent(update)).await {
+                return e;
+            }
+        }
         if let Err(e) = self.fill(s).await {
             return e;
         }
@@ -206,7 +215,7 @@ impl Stream {
                     Ok(None) => Err(End::Failed("the server closed the stream".into())),
                     Err(status) => Err(End::Refused(status)),
                 },
-                _ = heartbeat.tick() => self.on_heartbeat(s).await,
+                _ = s.ticker.tick() => self.on_heartbeat(s).await,
                 changed = last_seq.changed() => match changed {
                     Ok(()) => self.fill(s).await,
                     Err(_) => Err(End::Failed("the spool is closed".into())),
@@ -279,18 +288,53 @@ impl Stream {
                 }
                 Ok(())
             }
-            server_message::Msg::Ping(_) | server_message::Msg::ConfigUpdate(_) => Ok(()),
+            server_message::Msg::Ping(_) => self.send_heartbeat(s).await,
+            server_message::Msg::ConfigUpdate(update) => {
+                self.on_config_update(s, &update);
+                Ok(())
+            }
         }
     }
 
-    async fn on_heartbeat(&self, s: &mut Session) -> Result<(), End> {
+    /// Applies the server's overrides of `tyrd.yaml` settings for the rest of this process's
+    /// life (a zero field leaves its setting unchanged).
+    fn on_config_update(&mut self, s: &mut Session, update: &ConfigUpdate) {
+        if update.heartbeat_interval_s > 0 {
+            self.heartbeat = Duration::from_secs(u64::from(update.heartbeat_interval_s));
+            s.ticker = ticker(self.heartbeat, self.heartbeat);
+            tracing::info!(
+                heartbeat_interval_s = update.heartbeat_interval_s,
+                "heartbeat interval set by the server"
+            );
+        }
+        // TODO(lead): apply through the enforcer and the pipeline once they can change
+        // `events.allow` at run time.
+        if update.events_allow() != EventsAllow::Unspecified {
+            tracing::warn!(
+                events_allow = ?update.events_allow(),
+                "events.allow from the server not applied: it cannot change at run time yet"
+            );
+        }
+    }
+
+    async fn send_heartbeat(&self, s: &Session) -> Result<(), End> {
         let last_seq = *self.spool.last_seq.borrow();
         s.send(Msg::Heartbeat(Heartbeat {
             sent_at_ns: now_ns(),
             spool_pending: last_seq.saturating_sub(s.acked.unwrap_or(last_seq)),
             ring_drops: 0,
         }))
-        .await?;
+        .await
+    }
+
+    /// A heartbeat, the discovered agents that changed since the last one, and a certificate
+    /// renewal when it is due.
+    async fn on_heartbeat(&self, s: &mut Session) -> Result<(), End> {
+        self.send_heartbeat(s).await?;
+        let changes = lock(&self.enforcer).discovered_changes();
+        for update in changes {
+            s.send(Msg::DiscoveredAgent(update)).await?;
+        }
         if !s.renewing
             && self
                 .identity
@@ -304,6 +348,13 @@ impl Stream {
         }
         Ok(())
     }
+}
+
+/// A heartbeat timer ticking every `period`, first after `first` (zero: at once).
+fn ticker(period: Duration, first: Duration) -> Interval {
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
 }
 
 /// The enforcer, even if a panic poisoned its lock (its state is replaced whole).

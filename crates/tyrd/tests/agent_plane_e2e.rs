@@ -1,6 +1,7 @@
 //! The real `tyrd` against the real `tyr-server`, separate processes over real mTLS:
 //! enrollment, event streaming stored exactly once (also across `kill -9` of either side),
-//! policy pushes reaching the daemon.
+//! every event accounted for when the spool overflows, policy pushes reaching the daemon.
+//! Against a fake server: pings answered, configuration updates applied.
 //!
 //! Needs the `tyr-server` binary built (`cargo test --workspace` does; otherwise
 //! `cargo build -p tyr-server` first).
@@ -12,6 +13,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tyr_proto::agent::agent_message::Msg;
+use tyr_proto::agent::{ConfigUpdate, Heartbeat, Ping, server_message};
+use tyr_testkit::grpc::{FakePlane, FakeSession};
 use tyr_testkit::{Admin, Db, TestDaemon, TestServer, wait_for, write_events};
 
 const EVENTS: usize = 20_000;
@@ -264,6 +268,304 @@ async fn renews_its_certificate_past_half_life() {
     wait_for("a second session", WAIT, || {
         let n = d.log().matches("agent plane connected").count();
         async move { (n >= 2).then_some(()) }
+    })
+    .await;
+}
+
+/// A `tyrd run` enrolled with `plane`'s CA (identity written directly into its state
+/// directory), reading no events; killed when dropped.
+struct FakeDaemon {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl FakeDaemon {
+    fn start(plane: &FakePlane, heartbeat_interval_s: u32) -> FakeDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        let agent_id = "0196a3b2-7d1e-7c00-8000-00000000fa4e";
+        let creds = plane.credentials(agent_id);
+        for (name, text) in [
+            ("agent.key", creds.key_pem.as_str()),
+            ("agent.pem", creds.cert_pem.as_str()),
+            ("ca.pem", plane.ca_pem.as_str()),
+            ("agent_id", agent_id),
+        ] {
+            std::fs::write(state.join(name), text).expect("identity file");
+        }
+        std::fs::set_permissions(
+            state.join("agent.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("key mode");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &plane.ca_pem).expect("ca file");
+        let yaml = format!(
+            "server: \"{}\"\nname: fake-host\nca_file: \"{}\"\nstate_dir: \"{}\"\nheartbeat_interval_s: {heartbeat_interval_s}\nlog_level: info\n",
+            plane.addr,
+            ca_file.display(),
+            state.display(),
+        );
+        let config = dir.path().join("tyrd.yaml");
+        std::fs::write(&config, yaml).expect("tyrd.yaml");
+        let events = dir.path().join("none.jsonl");
+        std::fs::write(&events, "").expect("events file");
+        let log = std::fs::File::create(dir.path().join("tyrd.log")).expect("log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tyrd"))
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--events-from"])
+            .arg(&events)
+            .env("NO_COLOR", "1")
+            .env("TYRD_BPF_PIN_DIR", "")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tyrd");
+        FakeDaemon { dir, child }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tyrd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next heartbeat within `timeout`, skipping other messages; `None` if none came.
+async fn next_heartbeat(s: &mut FakeSession, timeout: Duration) -> Option<Heartbeat> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match s.recv(left).await? {
+            Msg::Heartbeat(h) => return Some(h),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_pings_and_applies_config_updates() {
+    let mut plane = FakePlane::start().await;
+    // An hour between heartbeats: any later heartbeat is an answer to the server.
+    let d = FakeDaemon::start(&plane, 3600);
+    let mut s = plane
+        .session(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no stream:\n{}", d.log()));
+    assert!(
+        matches!(s.recv(WAIT).await, Some(Msg::CapabilityReport(_))),
+        "the capability report comes first"
+    );
+    next_heartbeat(&mut s, WAIT)
+        .await
+        .expect("the first heartbeat, at connect");
+
+    // A Ping is answered by a heartbeat at once.
+    let started = Instant::now();
+    s.send(server_message::Msg::Ping(Ping { sent_at_ns: 1 }))
+        .await;
+    let hb = next_heartbeat(&mut s, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no answer to the ping:\n{}", d.log()));
+    assert!(hb.sent_at_ns > 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A zero interval leaves it unchanged: no heartbeat follows.
+    s.send(server_message::Msg::ConfigUpdate(ConfigUpdate::default()))
+        .await;
+    assert!(
+        next_heartbeat(&mut s, Duration::from_millis(2500))
+            .await
+            .is_none()
+    );
+
+    // heartbeat_interval_s = 1: heartbeats every second from now on.
+    s.send(server_message::Msg::ConfigUpdate(ConfigUpdate {
+        heartbeat_interval_s: 1,
+        ..ConfigUpdate::default()
+    }))
+    .await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        next_heartbeat(&mut s, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("heartbeats every second:\n{}", d.log()));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(
+        d.log().contains("heartbeat interval set by the server"),
+        "{}",
+        d.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_reports_exactly_the_lost_events() {
+    const N: usize = 10_000;
+    let mut server = TestServer::start(Db::Sqlite).await;
+    let admin = server.admin().await;
+    let mut d = TestDaemon::configure(
+        env!("CARGO_BIN_EXE_tyrd"),
+        &server,
+        "spool-full",
+        Some(&server.bootstrap_token),
+    );
+    // A 1 MB spool holds a few thousand of these events.
+    let mut yaml = std::fs::read_to_string(d.config_path()).expect("yaml");
+    yaml.push_str("buffer_size_mb: 1\n");
+    std::fs::write(d.config_path(), yaml).expect("yaml");
+    let out = d.command(&["enroll"]).output().expect("tyrd enroll");
+    assert!(out.status.success(), "{}", d.log());
+    let id = d.agent_id().expect("enrolled");
+
+    // The server is down while N events arrive: the spool drops the oldest.
+    server.kill();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    write_events(&events, N);
+    d.restart(Some(&events));
+    wait_for("the event source read", WAIT, || {
+        let done = d.log().contains("event source finished");
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(d.log().contains("spool full"), "{}", d.log());
+
+    // Back up: what is left is sent with its gap records, and the server accounts for
+    // every event, stored or lost.
+    server.restart().await;
+    all_acked(&d, N as u64).await;
+    let stored = admin.event_seqs(&id).await.len() as i64;
+    let (status, me) = admin.get(&format!("/api/v1/agents/{id}")).await;
+    assert_eq!(status, 200, "{me}");
+    let lost = me["events_lost"].as_i64().expect("events_lost");
+    assert!(lost > 0 && stored > 0, "stored {stored}, lost {lost}");
+    assert_eq!(stored + lost, N as i64, "{me}");
+    assert!(me["gap_records"].as_i64() >= Some(1), "{me}");
+}
+
+/// Why the kernel side cannot run here (the discovered-agents test needs it).
+fn no_kernel_side() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
+    if euid != 0 {
+        return Some("not root".into());
+    }
+    let report = tyrd::kernel::probe::probe();
+    (report.tier == tyrd::kernel::probe::Tier::Observe)
+        .then(|| format!("no tracepoint tier: {}", report.reasons.join("; ")))
+}
+
+/// `tyrd run`, stopped with SIGTERM (so it removes its cgroups) when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The discovered agents of daemon `id` on the server.
+async fn discovered(admin: &Admin, id: &str) -> Vec<serde_json::Value> {
+    let (_, list) = admin
+        .get(&format!("/api/v1/discovered-agents?agent_id={id}"))
+        .await;
+    list.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_agents_and_their_exit_reach_the_server() {
+    if let Some(reason) = no_kernel_side() {
+        tyr_testkit::skip(&reason);
+        return;
+    }
+    let server = TestServer::start(Db::Sqlite).await;
+    let admin = server.admin().await;
+    let d = TestDaemon::configure(
+        env!("CARGO_BIN_EXE_tyrd"),
+        &server,
+        "discovering",
+        Some(&server.bootstrap_token),
+    );
+    let mut yaml = std::fs::read_to_string(d.config_path()).expect("tyrd.yaml");
+    yaml.push_str("tier: tracepoint\n");
+    std::fs::write(d.config_path(), yaml).expect("tyrd.yaml");
+    // The built-in audit policy only: nothing is denied on this host.
+    let _daemon = Running(
+        d.command(&["run"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tyrd"),
+    );
+    let id = agent_id(&d).await;
+    wait_for("the first policy", WAIT, || {
+        let v = d.policy_version();
+        async move { v }
+    })
+    .await;
+
+    // An agent started with `tyr run` is discovered, with its pid.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sleeper = dir.path().join("agent-sleeper");
+    std::fs::copy("/bin/sleep", &sleeper).expect("copy sleep");
+    let mut agent = std::process::Command::new(tyr_testkit::bin("tyr", "TYR_BIN"))
+        .args(["run", "--agent-type", "claude-code", "--"])
+        .arg(&sleeper)
+        .arg("60")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tyr run");
+    let pid = agent.id();
+    let found = wait_for("the discovered agent on the server", WAIT, || {
+        let admin = &admin;
+        let id = id.clone();
+        async move {
+            discovered(admin, &id).await.into_iter().find(|a| {
+                a["agent_type"] == "claude-code"
+                    && a["pids"]
+                        .as_array()
+                        .is_some_and(|p| p.contains(&json!(pid)))
+            })
+        }
+    })
+    .await;
+    let agent_uuid = found["id"].as_str().expect("id").to_owned();
+
+    // Its exit is reported at the next heartbeat: no live pids any more.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    wait_for("the agent's exit on the server", WAIT, || {
+        let admin = &admin;
+        let id = id.clone();
+        let agent_uuid = agent_uuid.clone();
+        async move {
+            discovered(admin, &id).await.into_iter().find(|a| {
+                a["id"] == agent_uuid.as_str()
+                    && a["pids"]
+                        .as_array()
+                        .is_some_and(|p| !p.contains(&json!(pid)))
+            })
+        }
     })
     .await;
 }

@@ -23,6 +23,7 @@ use crate::app::{DRAIN_TIMEOUT, StartError};
 use crate::fleet::Fleet;
 use crate::keys::Keys;
 use crate::pki::Ca;
+use crate::ratelimit::LoginLimiter;
 use crate::store::Store;
 
 /// Interval of HTTP/2 keepalive pings; a daemon that does not answer within
@@ -36,6 +37,8 @@ pub struct Plane {
     store: Store,
     fleet: Arc<Fleet>,
     ca: Arc<Ca>,
+    /// Failed registrations per source address.
+    register_limiter: Arc<LoginLimiter>,
     /// Flips to `true` at shutdown: live sessions end.
     stopping: watch::Receiver<bool>,
 }
@@ -58,7 +61,8 @@ impl AgentPlane for Plane {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        let result = register::register(self, request.into_inner()).await;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let result = register::register(self, peer, request.into_inner()).await;
         self.count("Register", &result);
         result.map(Response::new)
     }
@@ -140,6 +144,7 @@ pub fn start(
         store,
         fleet,
         ca: Arc::new(ca),
+        register_limiter: Arc::new(LoginLimiter::default()),
         stopping: stopping.clone(),
     };
     let router = Server::builder()

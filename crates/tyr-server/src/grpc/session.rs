@@ -12,12 +12,13 @@ use tyr_proto::agent::{
     self, AgentMessage, CapabilityReport, EventAck, Layer, PolicyAck, PolicyPush, PolicyVersion,
     RenewResponse, ServerMessage, agent_message::Msg, server_message,
 };
-use tyr_proto::events::{EventBatch, record};
+use tyr_proto::events::{EventBatch, Gap, GapReason, record};
 
 use super::{Plane, peer_agent_id};
 use crate::drift::Tier;
 use crate::fleet::Notice;
 use crate::ingest::{self, IngestError};
+use crate::store::agent_plane::GapRecord;
 use crate::store::agents::DiscoveredUpdate;
 use crate::store::time::now_ms;
 use crate::store::{StoreError, StoreResult};
@@ -302,7 +303,8 @@ impl Session {
         }
     }
 
-    /// Stores the events (gaps are logged) and acknowledges the highest seq of the batch.
+    /// Stores the gap records and the events, then acknowledges the highest seq of the batch
+    /// (so nothing is acknowledged before it is committed).
     async fn on_batch(&self, batch: EventBatch) -> Result<(), Status> {
         let mut events = Vec::with_capacity(batch.records.len());
         let mut last = 0;
@@ -314,14 +316,7 @@ impl Session {
                 }
                 Some(record::Record::Gap(g)) => {
                     last = last.max(g.last_seq).max(g.first_seq);
-                    tracing::warn!(
-                        agent_id = %self.agent_id,
-                        first_seq = g.first_seq,
-                        last_seq = g.last_seq,
-                        dropped = g.dropped,
-                        reason = ?g.reason(),
-                        "daemon reports lost events"
-                    );
+                    self.on_gap(&g).await?;
                 }
                 None => {}
             }
@@ -336,6 +331,54 @@ impl Session {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Adds a gap record to the daemon's lost-event count (once, however often it is resent).
+    /// A malformed one is logged and skipped.
+    async fn on_gap(&self, g: &Gap) -> Result<(), Status> {
+        let reason = match g.reason() {
+            GapReason::SpoolFull => "spool_full",
+            GapReason::RingBuffer => "ring_buffer",
+            GapReason::Unspecified => "",
+        };
+        let seq = |n: u64| i64::try_from(n).ok().filter(|&n| n > 0);
+        let (Some(first_seq), Some(last_seq)) = (seq(g.first_seq), seq(g.last_seq)) else {
+            tracing::warn!(agent_id = %self.agent_id, ?g, "gap record without valid seqs skipped");
+            return Ok(());
+        };
+        if reason.is_empty() || first_seq > last_seq {
+            tracing::warn!(agent_id = %self.agent_id, ?g, "malformed gap record skipped");
+            return Ok(());
+        }
+        let noticed_at = match g.timestamp_ns {
+            0 => now_ms(),
+            ns => i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX),
+        };
+        let record = GapRecord {
+            first_seq,
+            last_seq,
+            dropped: i64::try_from(g.dropped).unwrap_or(i64::MAX),
+            reason,
+            noticed_at,
+        };
+        match self.plane.store.record_gap(&self.agent_id, record).await {
+            Ok(Some(added)) => {
+                tracing::warn!(
+                    agent_id = %self.agent_id,
+                    first_seq,
+                    last_seq,
+                    dropped = g.dropped,
+                    newly_lost = added,
+                    reason,
+                    "daemon reports lost events"
+                );
+                let added = u64::try_from(added).unwrap_or(0);
+                self.plane.fleet.metrics.gap(reason, added);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(unavailable(&e)),
+        }
     }
 
     async fn on_discovered(&self, u: agent::DiscoveredAgentUpdate) -> Result<(), Status> {

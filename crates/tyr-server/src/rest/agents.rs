@@ -60,6 +60,11 @@ pub struct DaemonView {
     arch: String,
     last_seen: Option<String>,
     drift_count: i64,
+    /// Events the daemon reported lost (spool full, kernel ring buffer).
+    events_lost: i64,
+    /// Gap records received.
+    gap_records: i64,
+    last_gap_at: Option<String>,
     capabilities: Value,
     cert_not_after: String,
     revoked: bool,
@@ -77,6 +82,7 @@ impl DaemonView {
                 .and_then(|c| serde_json::from_str(c).ok())
                 .unwrap_or(Value::Null),
             last_seen: d.last_seen.map(rfc3339),
+            last_gap_at: d.last_gap_at.map(rfc3339),
             cert_not_after: rfc3339(d.cert_not_after),
             revoked_at: d.revoked_at.map(rfc3339),
             created_at: rfc3339(d.created_at),
@@ -87,6 +93,8 @@ impl DaemonView {
             kernel_version: d.kernel_version,
             arch: d.arch,
             drift_count: d.drift_count,
+            events_lost: d.events_lost,
+            gap_records: d.gap_records,
             revoked: d.revoked,
         }
     }
@@ -173,6 +181,9 @@ mod tests {
             revoked,
             revoked_at: None,
             drift_count: 0,
+            events_lost: 0,
+            gap_records: 0,
+            last_gap_at: None,
             created_at: 0,
         }
     }

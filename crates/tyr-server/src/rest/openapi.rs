@@ -97,7 +97,7 @@ const SUMMARIES: &[(&str, &str, &str)] = &[
     (
         "GET",
         "/api/v1/agents",
-        "Daemons with status (online/stale/offline), tier, kernel, last_seen, drift count.",
+        "Daemons with status (online/stale/offline), tier, kernel, last_seen, drift count, events lost (`events_lost`, `gap_records`, `last_gap_at`).",
     ),
     ("GET", "/api/v1/agents/{id}", "One daemon."),
     ("DELETE", "/api/v1/agents/{id}", "Revokes a daemon."),

@@ -25,6 +25,12 @@ pub struct Daemon {
     pub revoked_at: Option<i64>,
     /// Stored events with drift.
     pub drift_count: i64,
+    /// Events the daemon reported lost (gap records, SPEC §9).
+    pub events_lost: i64,
+    /// Gap records received.
+    pub gap_records: i64,
+    /// When the last gap record was received (unix ms).
+    pub last_gap_at: Option<i64>,
     pub created_at: i64,
 }
 
@@ -81,7 +87,7 @@ pub enum MergeOutcome {
     Invalid,
 }
 
-const DAEMON_COLS: &str = "id, name, hostname, kernel_version, arch, tier, capabilities, enrollment_token_id, cert_serial, cert_fingerprint, cert_not_after, last_seen, revoked, revoked_at, drift_count, created_at";
+const DAEMON_COLS: &str = "id, name, hostname, kernel_version, arch, tier, capabilities, enrollment_token_id, cert_serial, cert_fingerprint, cert_not_after, last_seen, revoked, revoked_at, drift_count, events_lost, gap_records, last_gap_at, created_at";
 const DISCOVERED_COLS: &str = "id, daemon_id, agent_type, display_name, process_signature, pids, first_seen, last_seen, archived, merged_into";
 
 fn daemon_from<R: RowExt + RowOptExt>(r: &R) -> Result<Daemon, sqlx::Error> {
@@ -101,6 +107,9 @@ fn daemon_from<R: RowExt + RowOptExt>(r: &R) -> Result<Daemon, sqlx::Error> {
         revoked: r.flag("revoked")?,
         revoked_at: r.opt_int("revoked_at")?,
         drift_count: r.int("drift_count")?,
+        events_lost: r.int("events_lost")?,
+        gap_records: r.int("gap_records")?,
+        last_gap_at: r.opt_int("last_gap_at")?,
         created_at: r.int("created_at")?,
     })
 }

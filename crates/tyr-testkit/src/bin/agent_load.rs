@@ -1,10 +1,13 @@
 //! Agent-plane load simulator: N simulated daemons in one process, each with its own key,
 //! certificate and mTLS connection, against a real `tyr-server` process (SQLite, or
 //! PostgreSQL with `--postgres URL`). Measures registration, event ingest (batches of 100,
-//! up to 8 in flight per daemon, each acknowledged after commit) and policy-push fan-out.
+//! up to 8 in flight per daemon, each acknowledged after commit) and policy-push fan-out; or,
+//! with `--hold SECONDS`, keeps every daemon connected and heartbeating (every
+//! `--heartbeat` seconds, default 30) and samples how many the server reports online, with
+//! the server's CPU and RSS.
 //!
 //! `cargo build --release -p tyr-server -p tyr-testkit && target/release/agent_load
-//! --daemons 200 --events 2000`
+//! --daemons 200 --events 2000` or `… --daemons 10000 --hold 100`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +26,9 @@ struct Args {
     daemons: usize,
     events: u64,
     db: Db,
+    /// Seconds to hold the fleet connected (0: the ingest and fan-out run).
+    hold: u64,
+    heartbeat: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +36,8 @@ fn parse_args() -> Result<Args, String> {
         daemons: 100,
         events: 1000,
         db: Db::Sqlite,
+        hold: 0,
+        heartbeat: 30,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,6 +46,14 @@ fn parse_args() -> Result<Args, String> {
             "--daemons" => args.daemons = value.parse().map_err(|_| "bad --daemons")?,
             "--events" => args.events = value.parse().map_err(|_| "bad --events")?,
             "--postgres" => args.db = Db::Postgres(value),
+            "--hold" => args.hold = value.parse().map_err(|_| "bad --hold")?,
+            "--heartbeat" => {
+                args.heartbeat = value
+                    .parse()
+                    .ok()
+                    .filter(|&h| h > 0)
+                    .ok_or("bad --heartbeat")?;
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -109,6 +125,61 @@ async fn stream_events(s: &mut OpenStream, n: u64) -> Result<Vec<Duration>, Stri
     Ok(latencies)
 }
 
+/// Registers `n` daemons with `token`, 32 at a time.
+async fn register_all(
+    server: &Arc<TestServer>,
+    token: &Arc<String>,
+    n: usize,
+) -> Result<Vec<grpc::Credentials>, String> {
+    let mut creds = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+        let regs: Vec<_> = chunk
+            .iter()
+            .map(|_| {
+                let s = server.clone();
+                let token = token.clone();
+                tokio::spawn(async move { grpc::register(&s, &token).await })
+            })
+            .collect();
+        for r in regs {
+            creds.push(
+                r.await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    Ok(creds)
+}
+
+/// Opens every daemon's stream (64 at a time) and waits for its first PolicyPush.
+async fn connect_all(
+    server: &Arc<TestServer>,
+    creds: &[grpc::Credentials],
+) -> Result<Vec<OpenStream>, String> {
+    let mut streams = Vec::with_capacity(creds.len());
+    for chunk in creds.chunks(64) {
+        let opens: Vec<_> = chunk
+            .iter()
+            .map(|c| {
+                let server = server.clone();
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut s = grpc::open_stream(&server, Some(&c)).await?;
+                    match next_msg(&mut s).await? {
+                        server_message::Msg::PolicyPush(_) => Ok(s),
+                        other => Err(format!("expected a PolicyPush, got {other:?}")),
+                    }
+                })
+            })
+            .collect();
+        for o in opens {
+            streams.push(o.await.map_err(|e| e.to_string())??);
+        }
+    }
+    Ok(streams)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -131,36 +202,22 @@ async fn main() -> Result<(), String> {
     let token = Arc::new(admin.enrollment_token(max_uses, 1).await.1);
 
     let started = Instant::now();
-    let mut creds = Vec::with_capacity(args.daemons);
-    for chunk in (0..args.daemons).collect::<Vec<_>>().chunks(32) {
-        let regs: Vec<_> = chunk
-            .iter()
-            .map(|_| {
-                let s = server.clone();
-                let token = token.clone();
-                tokio::spawn(async move { grpc::register(&s, &token).await })
-            })
-            .collect();
-        for r in regs {
-            creds.push(
-                r.await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-    }
+    let creds = register_all(&server, &token, args.daemons).await?;
     let register_time = started.elapsed();
 
     let started = Instant::now();
-    let mut streams = Vec::with_capacity(args.daemons);
-    for c in &creds {
-        let mut s = grpc::open_stream(&server, Some(c)).await?;
-        match next_msg(&mut s).await? {
-            server_message::Msg::PolicyPush(_) => streams.push(s),
-            other => return Err(format!("expected a PolicyPush, got {other:?}")),
-        }
-    }
+    let streams = connect_all(&server, &creds).await?;
     let connect_time = started.elapsed();
+    if args.hold > 0 {
+        return hold::run(
+            &server,
+            &admin,
+            streams,
+            &args,
+            (register_time, connect_time),
+        )
+        .await;
+    }
 
     // Ingest: every daemon streams its events at once.
     let barrier = Arc::new(Barrier::new(args.daemons + 1));
@@ -226,4 +283,204 @@ async fn main() -> Result<(), String> {
         ms(pushes.last().copied().unwrap_or_default()),
     );
     Ok(())
+}
+
+/// `--hold`: the fleet stays connected and heartbeats; the server's view is sampled.
+mod hold {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    use tokio::sync::watch;
+    use tyr_proto::agent::{AgentMessage, Heartbeat, agent_message::Msg};
+    use tyr_testkit::grpc::OpenStream;
+    use tyr_testkit::{Admin, TestServer};
+
+    use super::{Args, ms, now_ns};
+
+    /// One server sample.
+    struct Sample {
+        at: Duration,
+        online: usize,
+        /// Last heartbeat within one interval (+ 5 s).
+        fresh: usize,
+        /// Server CPU since the previous sample, in % of one core.
+        cpu: f64,
+        rss_mb: u64,
+    }
+
+    /// The server process's pid, found by its data directory in `/proc/*/environ`.
+    fn server_pid(server: &TestServer) -> Option<u32> {
+        let want = format!("TYR_DATA_DIR={}", server.data_dir.path().display());
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            env.split(|&b| b == 0)
+                .any(|v| v == want.as_bytes())
+                .then_some(pid)
+        })
+    }
+
+    /// `(utime + stime in clock ticks, RSS in MB)` of `pid`.
+    fn usage(pid: u32) -> (u64, u64) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): 14th and 15th overall.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss_kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        (ticks, rss_kb / 1024)
+    }
+
+    /// `(online, fresh)`: daemons the server reports online, and those whose last heartbeat
+    /// is younger than `fresh` (one interval and some slack).
+    async fn online(admin: &Admin, fresh: Duration) -> Result<(usize, usize), String> {
+        let (status, list) = admin.get("/api/v1/agents").await;
+        if status != 200 {
+            return Err(format!("GET /agents: {status}"));
+        }
+        let now = OffsetDateTime::now_utc();
+        let list = list.as_array().cloned().unwrap_or_default();
+        let online = list.iter().filter(|d| d["status"] == "online").count();
+        let fresh = list
+            .iter()
+            .filter_map(|d| OffsetDateTime::parse(d["last_seen"].as_str()?, &Rfc3339).ok())
+            .filter(|&t| (now - t).unsigned_abs() < fresh)
+            .count();
+        Ok((online, fresh))
+    }
+
+    /// One daemon: a heartbeat every `period` (the first after `offset`), server messages
+    /// read and dropped, until `stop`. `Err` when the stream ends early.
+    async fn daemon(
+        mut s: OpenStream,
+        period: Duration,
+        offset: Duration,
+        mut stop: watch::Receiver<bool>,
+        sent: Arc<AtomicUsize>,
+    ) -> Result<(), String> {
+        let start = tokio::time::Instant::now() + offset;
+        let mut tick = tokio::time::interval_at(start, period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let hb = AgentMessage {
+                        msg: Some(Msg::Heartbeat(Heartbeat { sent_at_ns: now_ns(), ..Heartbeat::default() })),
+                    };
+                    s.tx.send(hb).await.map_err(|e| e.to_string())?;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                m = s.rx.message() => match m {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err("stream ended".into()),
+                    Err(status) => return Err(status.to_string()),
+                },
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Holds `streams` for `args.hold` seconds, sampling every heartbeat interval; prints a
+    /// table row and the samples.
+    pub async fn run(
+        server: &TestServer,
+        admin: &Admin,
+        streams: Vec<OpenStream>,
+        args: &Args,
+        (register_time, connect_time): (Duration, Duration),
+    ) -> Result<(), String> {
+        let pid = server_pid(server).ok_or("tyr-server process not found")?;
+        let tck: f64 = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0);
+        let period = Duration::from_secs(args.heartbeat);
+        let n = streams.len();
+        let (stop_tx, stop) = watch::channel(false);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                // Heartbeats spread over the interval, as real daemons' would be.
+                let offset = period.mul_f64(i as f64 / n as f64);
+                tokio::spawn(daemon(s, period, offset, stop.clone(), sent.clone()))
+            })
+            .collect();
+        let started = Instant::now();
+        let (mut ticks, _) = usage(pid);
+        let mut last = started;
+        let mut samples = Vec::new();
+        let end = started + Duration::from_secs(args.hold);
+        loop {
+            let next = (last + period).min(end);
+            tokio::time::sleep_until(next.into()).await;
+            let (t, rss_mb) = usage(pid);
+            let cpu = t.saturating_sub(ticks) as f64 / tck / last.elapsed().as_secs_f64() * 100.0;
+            ticks = t;
+            last = Instant::now();
+            let (online, fresh) = online(admin, period + Duration::from_secs(5)).await?;
+            samples.push(Sample {
+                at: started.elapsed(),
+                online,
+                fresh,
+                cpu,
+                rss_mb,
+            });
+            if Instant::now() >= end {
+                break;
+            }
+        }
+        let _ = stop_tx.send(true);
+        let mut ended_early = Vec::new();
+        for t in tasks {
+            if let Err(e) = t.await.map_err(|e| e.to_string())? {
+                ended_early.push(e);
+            }
+        }
+        let min_online = samples.iter().map(|s| s.online).min().unwrap_or(0);
+        // The first sample comes before every daemon's first heartbeat of the hold.
+        let min_fresh = samples.iter().skip(1).map(|s| s.fresh).min().unwrap_or(0);
+        let cpu = samples.iter().map(|s| s.cpu).sum::<f64>() / samples.len().max(1) as f64;
+        let rss = samples.iter().map(|s| s.rss_mb).max().unwrap_or(0);
+        println!(
+            "| daemons | heartbeat | held | register all | connect all | online (min over samples) | heartbeat < interval + 5 s ago (min after the first interval) | streams ended early | heartbeats sent | server CPU (avg, % of a core) | server RSS (max) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {n} | {} s | {} s | {} | {} | {min_online} | {min_fresh} | {} | {} | {cpu:.1} | {rss} MB |",
+            args.heartbeat,
+            args.hold,
+            ms(register_time),
+            ms(connect_time),
+            ended_early.len(),
+            sent.load(Ordering::Relaxed),
+        );
+        for s in &samples {
+            println!(
+                "t={:>5.1} s online={} fresh={} cpu={:.1}% rss={} MB",
+                s.at.as_secs_f64(),
+                s.online,
+                s.fresh,
+                s.cpu,
+                s.rss_mb
+            );
+        }
+        if let Some(e) = ended_early.first() {
+            println!("first early end: {e}");
+        }
+        Ok(())
+    }
 }
