@@ -34,7 +34,7 @@ use tyr_policy::glob::Homes;
 use tyr_policy::model::EffectiveSet;
 use tyr_proto::agent::{self, CapabilityReport, DiscoveredAgentUpdate};
 
-use crate::config::{Config, TierSetting, UnregisteredAgents};
+use crate::config::{AllowEvents, Config, TierSetting, UnregisteredAgents};
 use crate::event::Event;
 use crate::kernel::events::{BootClock, EventReader, KernelEvent};
 use crate::kernel::probe::{self, Tier};
@@ -133,7 +133,7 @@ impl Enforcer {
                 .map(|t| t.name.clone())
                 .collect(),
             homes: Homes(homes_from_passwd(&passwd)),
-            allow_all: config.events.allow == crate::config::AllowEvents::All,
+            allow_all: config.events.allow == AllowEvents::All,
             unregistered: config.unregistered_agents,
             active: Vec::new(),
             cgroups: Vec::new(),
@@ -360,6 +360,31 @@ impl Enforcer {
         self.discovery.all()
     }
 
+    /// Which allow events are reported (`events.allow`, or the server's override).
+    pub fn events_allow(&self) -> AllowEvents {
+        if self.allow_all {
+            AllowEvents::All
+        } else {
+            AllowEvents::Agents
+        }
+    }
+
+    /// Changes `events.allow` at run time (a server `ConfigUpdate`): the kernel tables are
+    /// reloaded with the new flag. On error the previous setting stays in force.
+    pub fn set_events_allow(&mut self, allow: AllowEvents) -> Result<(), String> {
+        let allow_all = allow == AllowEvents::All;
+        if allow_all == self.allow_all {
+            return Ok(());
+        }
+        self.allow_all = allow_all;
+        let Some(current) = self.active.last() else {
+            return Ok(());
+        };
+        let (version, pushed) = (current.version.clone(), current.pushed.clone());
+        self.apply(&version, pushed)
+            .inspect_err(|_| self.allow_all = !allow_all)
+    }
+
     /// Kernel ring-buffer drops since the last call (0 without a kernel side). Also applies
     /// the queued userspace notices ([`Enforcer::poll`]): the event loop calls this on every
     /// tick.
@@ -476,6 +501,18 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         e.notices = Some(rx);
         (e, tx)
+    }
+
+    #[test]
+    fn events_allow_changes_at_run_time_and_keeps_the_policy() {
+        let (mut e, _tx) = fed("audit");
+        assert_eq!(e.events_allow(), AllowEvents::Agents);
+        let version = e.active.last().map(|a| a.version.clone());
+        e.set_events_allow(AllowEvents::All).expect("set");
+        assert_eq!(e.events_allow(), AllowEvents::All);
+        assert_eq!(e.active.last().map(|a| a.version.clone()), version);
+        e.set_events_allow(AllowEvents::Agents).expect("set back");
+        assert_eq!(e.events_allow(), AllowEvents::Agents);
     }
 
     fn exec(tgid: u32, ppid: u32, exe: &str, class: Option<Class>) -> Notice {

@@ -200,8 +200,12 @@ async fn run_async(
                 Err(e) => return Err(format!("kernel ring buffer: {e}")),
             },
             _ = ticker.tick() => {
+                let (drops, allow) = {
+                    let mut e = lock(&enforcer);
+                    (e.ring_drops(), e.events_allow())
+                };
+                pipeline.set_allow(allow);
                 pipeline.tick(Instant::now()).map_err(|e| format!("spool: {e}"))?;
-                let drops = lock(&enforcer).ring_drops();
                 if drops > 0 {
                     tracing::warn!(drops, "kernel ring buffer overflowed");
                     pipeline.spool_mut().record_ring_drops(drops).map_err(|e| format!("spool: {e}"))?;

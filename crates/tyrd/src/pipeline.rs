@@ -73,6 +73,11 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Changes which allow events are kept (a server override of `events.allow`).
+    pub fn set_allow(&mut self, allow: AllowEvents) {
+        self.allow = allow;
+    }
+
     /// Takes one event at `now`.
     pub fn ingest(&mut self, event: Event, now: Instant) -> Result<(), SpoolError> {
         self.counts.received += 1;

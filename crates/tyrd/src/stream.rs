@@ -24,7 +24,7 @@ use tyr_proto::events::EventBatch;
 use crate::agent_plane::identity::{self, Identity};
 use crate::agent_plane::link::{SpoolClient, SpoolServer};
 use crate::agent_plane::{self, PlaneError, records};
-use crate::config::Config;
+use crate::config::{AllowEvents, Config};
 use crate::enforce::Shared;
 
 /// Records per event batch (SPEC §5: flushed at 100 events).
@@ -307,13 +307,14 @@ impl Stream {
                 "heartbeat interval set by the server"
             );
         }
-        // TODO(lead): apply through the enforcer and the pipeline once they can change
-        // `events.allow` at run time.
-        if update.events_allow() != EventsAllow::Unspecified {
-            tracing::warn!(
-                events_allow = ?update.events_allow(),
-                "events.allow from the server not applied: it cannot change at run time yet"
-            );
+        let allow = match update.events_allow() {
+            EventsAllow::Unspecified => return,
+            EventsAllow::Agents => AllowEvents::Agents,
+            EventsAllow::All => AllowEvents::All,
+        };
+        match lock(&self.enforcer).set_events_allow(allow) {
+            Ok(()) => tracing::info!(?allow, "events.allow set by the server"),
+            Err(e) => tracing::error!(?allow, "events.allow from the server not applied: {e}"),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tyr_proto::agent::agent_message::Msg;
-use tyr_proto::agent::{ConfigUpdate, Heartbeat, Ping, server_message};
+use tyr_proto::agent::{ConfigUpdate, EventsAllow, Heartbeat, Ping, server_message};
 use tyr_testkit::grpc::{FakePlane, FakeSession};
 use tyr_testkit::{Admin, Db, TestDaemon, TestServer, wait_for, write_events};
 
@@ -414,6 +414,22 @@ async fn answers_pings_and_applies_config_updates() {
         "{}",
         d.log()
     );
+
+    // events.allow = all reaches the enforcer.
+    s.send(server_message::Msg::ConfigUpdate(ConfigUpdate {
+        events_allow: EventsAllow::All.into(),
+        ..ConfigUpdate::default()
+    }))
+    .await;
+    let log = tyr_testkit::wait_for("events.allow applied", WAIT, || {
+        let log = d.log();
+        std::future::ready(
+            log.contains("events.allow set by the server")
+                .then_some(log),
+        )
+    })
+    .await;
+    assert!(!log.contains("not applied"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
