@@ -95,10 +95,19 @@ impl TestDaemon {
             // A test daemon never pins into the host's /sys/fs/bpf/tyr: its programs go away
             // with it, and a production daemon's pinned enforcement is never touched.
             .env("TYRD_BPF_PIN_DIR", "")
+            // Its own agent-type cgroups: another daemon's shutdown never removes them.
+            .env("TYR_AGENTS_CGROUP", self.agents_cgroup())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stderr(log);
         cmd
+    }
+
+    /// The directory under the cgroup v2 root holding this daemon's agent-type cgroups (unique
+    /// per test daemon); pass it to `tyr run` as `TYR_AGENTS_CGROUP`.
+    pub fn agents_cgroup(&self) -> String {
+        let unique = self.dir.path().file_name().unwrap_or_default();
+        format!("tyr-test-{}", unique.to_string_lossy())
     }
 
     fn spawn(&mut self) {

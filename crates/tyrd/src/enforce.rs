@@ -50,6 +50,10 @@ use verdicts::{Active, apply_conditions};
 pub const PIN_DIR_ENV: &str = "TYRD_BPF_PIN_DIR";
 /// Directory under the cgroup v2 root holding one cgroup per agent type (`tyr run`).
 pub const AGENTS_CGROUP: &str = "tyr-agents";
+/// Names another directory than [`AGENTS_CGROUP`] (read by `tyr run` too). Tests give each
+/// daemon its own, so one daemon's shutdown never removes another's cgroups.
+pub const AGENTS_CGROUP_ENV: &str = "TYR_AGENTS_CGROUP";
+
 /// `policy_version` of the built-in audit base.
 pub const AUDIT_VERSION: &str = "builtin-audit";
 
@@ -77,6 +81,8 @@ pub struct Enforcer {
     /// The current policy last; the one before it kept for events still in flight.
     active: Vec<Active>,
     cgroups: Vec<PathBuf>,
+    /// Directory name of the agent-type cgroups under the cgroup v2 root.
+    agents_cgroup: String,
     clock: BootClock,
     ring_drops: Option<u64>,
     /// Userspace classification notices (none without the proc connector).
@@ -105,17 +111,29 @@ impl Enforcer {
             Some(d) => Some(PathBuf::from(d)),
             None => Some(PathBuf::from(PIN_DIR)),
         };
-        Enforcer::start_with(config, use_kernel, classifier, pin_dir)
+        let agents_cgroup = match std::env::var(AGENTS_CGROUP_ENV) {
+            Err(_) => AGENTS_CGROUP.to_owned(),
+            Ok(name) => name,
+        };
+        Enforcer::start_with(config, use_kernel, classifier, pin_dir, &agents_cgroup)
     }
 
-    /// [`Enforcer::start`] with the classification table `classifier` and the pin directory
-    /// `pin_dir` (`None`: nothing is pinned).
+    /// [`Enforcer::start`] with the classification table `classifier`, the pin directory
+    /// `pin_dir` (`None`: nothing is pinned) and the agent-type cgroups under
+    /// `<cgroup v2 root>/<agents_cgroup>/`.
     pub fn start_with(
         config: &Config,
         use_kernel: bool,
         classifier: Classifier,
         pin_dir: Option<PathBuf>,
+        agents_cgroup: &str,
     ) -> Result<(Enforcer, Option<EventReader>), String> {
+        if agents_cgroup.is_empty() || agents_cgroup.contains('/') || agents_cgroup.starts_with('.')
+        {
+            return Err(format!(
+                "{AGENTS_CGROUP_ENV}={agents_cgroup:?}: expected one directory name"
+            ));
+        }
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let mut report = CapabilityReport {
             kernel_version: crate::enroll::kernel_version(),
@@ -137,6 +155,7 @@ impl Enforcer {
             unregistered: config.unregistered_agents,
             active: Vec::new(),
             cgroups: Vec::new(),
+            agents_cgroup: agents_cgroup.to_owned(),
             clock: BootClock::new().map_err(|e| format!("clock: {e}"))?,
             ring_drops: None,
             notices: None,
@@ -200,10 +219,12 @@ impl Enforcer {
     }
 
     fn seed_identities(&mut self, classifier: &Classifier) -> Result<(), String> {
-        let root = cgroup2_root().map_err(|e| format!("cgroup v2: {e}"))?;
+        let root = cgroup2_root()
+            .map_err(|e| format!("cgroup v2: {e}"))?
+            .join(&self.agents_cgroup);
         for t in &classifier.agent_types {
             let id = self.agent_id(&t.name)?;
-            let dir = root.join(AGENTS_CGROUP).join(&t.name);
+            let dir = root.join(&t.name);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let cgroup_id = std::fs::metadata(&dir)
                 .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -402,8 +423,8 @@ impl Enforcer {
         for dir in self.cgroups.drain(..) {
             let _ = std::fs::remove_dir(&dir);
         }
-        if let Some(parent) = cgroup2_root().ok().map(|r| r.join(AGENTS_CGROUP)) {
-            let _ = std::fs::remove_dir(parent);
+        if let Ok(root) = cgroup2_root() {
+            let _ = std::fs::remove_dir(root.join(&self.agents_cgroup));
         }
     }
 }
@@ -496,7 +517,7 @@ mod tests {
         let table = "agent_types: [{name: claude-code, env: [CLAUDECODE]}]\ncredentials: [OPENAI_API_KEY]\n";
         let classifier = Classifier::parse(table).expect("table");
         let (mut e, reader) =
-            Enforcer::start_with(&config, false, classifier, None).expect("start");
+            Enforcer::start_with(&config, false, classifier, None, AGENTS_CGROUP).expect("start");
         assert!(reader.is_none() && e.kernel.is_none());
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         e.notices = Some(rx);

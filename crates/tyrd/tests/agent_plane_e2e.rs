@@ -546,6 +546,7 @@ async fn discovered_agents_and_their_exit_reach_the_server() {
     std::fs::copy("/bin/sleep", &sleeper).expect("copy sleep");
     let mut agent = std::process::Command::new(tyr_testkit::bin("tyr", "TYR_BIN"))
         .args(["run", "--agent-type", "claude-code", "--"])
+        .env("TYR_AGENTS_CGROUP", d.agents_cgroup())
         .arg(&sleeper)
         .arg("60")
         .stdout(std::process::Stdio::null())

@@ -91,7 +91,12 @@ impl Fixture {
             .build()
             .expect("runtime");
         let (enforcer, reader) = rt.block_on(async {
-            Enforcer::start_with(&config, true, classifier, None).expect("enforcer")
+            // Its own agent-type cgroups: no other test's daemon removes or shares them.
+            let cgroups = format!(
+                "tyr-test-{}",
+                root.file_name().unwrap_or_default().display()
+            );
+            Enforcer::start_with(&config, true, classifier, None, &cgroups).expect("enforcer")
         });
         let reader = reader
             .unwrap_or_else(|| panic!("no kernel side: {}", enforcer.report().downgrade_reason));

@@ -108,6 +108,7 @@ async fn tyr_run_agent_is_killed_reading_a_denied_file_and_the_deny_is_reported(
     let read = format!("cat {}", key.display());
     let governed = Command::new(&tyr)
         .args(["run", "--agent-type", "claude-code", "--"])
+        .env("TYR_AGENTS_CGROUP", d.agents_cgroup())
         .arg(&shell)
         .args(["-c", &read])
         .output()

@@ -13,6 +13,8 @@ use crate::CliError;
 
 /// Directory under the cgroup v2 root holding the agent-type cgroups (as `tyrd` creates it).
 const AGENTS_CGROUP: &str = "tyr-agents";
+/// Names another directory, as it does for `tyrd` (tests give each daemon its own).
+const AGENTS_CGROUP_ENV: &str = "TYR_AGENTS_CGROUP";
 /// Where `tyrd` mounts cgroup v2 when the host has no such mount.
 const FALLBACK_ROOT: &str = "/run/tyr/cgroup2";
 
@@ -60,8 +62,17 @@ fn agent_cgroup(agent_type: &str) -> Result<PathBuf, CliError> {
             "invalid agent type {agent_type:?}"
         )));
     }
+    let name = match std::env::var(AGENTS_CGROUP_ENV) {
+        Err(_) => AGENTS_CGROUP.to_owned(),
+        Ok(n) if !n.is_empty() && !n.contains('/') && !n.starts_with('.') => n,
+        Ok(n) => {
+            return Err(CliError::Usage(format!(
+                "{AGENTS_CGROUP_ENV}={n:?}: expected one directory name"
+            )));
+        }
+    };
     let agents = cgroup2_root()
-        .map(|r| r.join(AGENTS_CGROUP))
+        .map(|r| r.join(&name))
         .filter(|d| d.is_dir())
         .ok_or_else(|| {
             CliError::Failed(
