@@ -155,6 +155,32 @@ pub const PROGRAMS: [(&str, Hook); 23] = [
     ),
 ];
 
+/// Syscall tracepoints of calls some architectures lack (arm64 has only the `*at` forms,
+/// whose hooks decide the same operations there).
+const LEGACY_SYSCALLS: [&str; 6] = [
+    "sys_exit_open",
+    "sys_exit_creat",
+    "sys_enter_open",
+    "sys_enter_creat",
+    "sys_enter_link",
+    "sys_enter_rename",
+];
+
+/// Whether `category/tp` is a legacy syscall's tracepoint that this kernel does not have (it
+/// is then not attached; every other missing hook is an error).
+pub(crate) fn absent_legacy_syscall(category: &str, tp: &str) -> bool {
+    LEGACY_SYSCALLS.contains(&tp)
+        && !["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .any(|root| {
+                std::path::Path::new(root)
+                    .join("events")
+                    .join(category)
+                    .join(tp)
+                    .is_dir()
+            })
+}
+
 /// The entry programs the LSM tier supersedes (`file_open`, `path_link`, `path_rename` refuse
 /// the same operations without killing): detached when the LSM programs attach.
 pub const ENTRY_PROGRAMS: [&str; 9] = [
@@ -253,5 +279,25 @@ pub(crate) fn load_program(
             let p: &mut CgroupSockAddr = prog.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))
         }
+    }
+}
+
+#[cfg(test)]
+mod legacy_tests {
+    use super::absent_legacy_syscall;
+
+    #[test]
+    fn only_legacy_syscalls_missing_from_tracefs_are_skipped() {
+        // Never skipped, whatever the host: the `*at` forms exist on every architecture.
+        assert!(!absent_legacy_syscall("syscalls", "sys_exit_openat"));
+        assert!(!absent_legacy_syscall("syscalls", "sys_enter_no_such_call"));
+        // x86_64 has the legacy calls: with tracefs mounted they are attached.
+        if cfg!(target_arch = "x86_64")
+            && std::path::Path::new("/sys/kernel/tracing/events/syscalls").is_dir()
+        {
+            assert!(!absent_legacy_syscall("syscalls", "sys_enter_link"));
+        }
+        // A legacy name under a category that does not exist is absent.
+        assert!(absent_legacy_syscall("no_such_category", "sys_enter_link"));
     }
 }

@@ -109,6 +109,12 @@ impl Tracepoints {
         let cgroup = std::fs::File::open(cgroup2_root()?)?;
         let mut links = Vec::with_capacity(PROGRAMS.len());
         for (name, hook) in PROGRAMS {
+            if let Hook::Tracepoint(category, tp) = hook
+                && super::absent_legacy_syscall(category, tp)
+            {
+                tracing::info!(tracepoint = tp, "no such syscall on this architecture");
+                continue;
+            }
             let prog = ebpf
                 .program_mut(name)
                 .ok_or(KernelError::MissingProgram(name))?;
