@@ -87,7 +87,10 @@ x86_64)
     exit 1
     ;;
 esac
-[ -n "$origin" ] || origin="$src ($(uname -r) on this host when /sys/kernel/btf/vmlinux)"
+if [ -z "$origin" ]; then
+    origin=$src
+    [ "$src" != /sys/kernel/btf/vmlinux ] || origin="$src of kernel $(uname -r)"
+fi
 
 cp "$src" "$work/image"
 maybe_gunzip "$work/image"
