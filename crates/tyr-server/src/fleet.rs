@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tyr_policy::{EffectiveSet, Overlay, Policy};
 
 use crate::drift::effective_version;
+use crate::ingest::Committer;
 use crate::metrics::{DbOp, Metrics};
 use crate::store::events::EventRecord;
 use crate::store::policies::Assignment;
@@ -75,6 +76,8 @@ pub struct Fleet {
     /// Parsed policy versions (immutable, so never stale).
     policies: Mutex<HashMap<(String, i64), Arc<Policy>>>,
     closing: watch::Sender<bool>,
+    /// Group commit of ingested events.
+    pub(crate) committer: Committer,
     /// Process metrics.
     pub metrics: Metrics,
 }
@@ -87,6 +90,7 @@ impl Default for Fleet {
             cache: Mutex::default(),
             policies: Mutex::default(),
             closing: watch::channel(false).0,
+            committer: Committer::default(),
             metrics: Metrics::default(),
         }
     }

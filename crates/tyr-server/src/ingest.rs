@@ -1,10 +1,11 @@
 //! Event ingest (SPEC §9): re-evaluate each event against the daemon's current effective
-//! policy (drift), store the batch idempotently in one transaction, then publish the newly
-//! stored events to live subscribers.
+//! policy (drift), store the batch idempotently (batches arriving together share one
+//! transaction), then publish the newly stored events to live subscribers.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use tyr_policy::glob::Homes;
 use tyr_policy::{Evaluator, Verdict};
@@ -15,7 +16,7 @@ use crate::fleet::{Effective, Fleet};
 use crate::metrics::DbOp;
 use crate::store::events::EventRecord;
 use crate::store::time::rfc3339;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// How far ahead of the server's clock a daemon's event time may be (5 minutes).
 const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -37,24 +38,16 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
+/// The stored/API name of a kind (`FILE_READ`, …), from the wire enum's name.
 fn kind_name(k: events::Kind) -> Option<&'static str> {
-    Some(match k {
-        events::Kind::FileRead => "FILE_READ",
-        events::Kind::FileWrite => "FILE_WRITE",
-        events::Kind::Exec => "EXEC",
-        events::Kind::NetConnect => "NET_CONNECT",
-        events::Kind::Tls => "TLS",
-        events::Kind::Unspecified => return None,
-    })
+    (k != events::Kind::Unspecified).then(|| k.as_str_name().trim_start_matches("KIND_"))
 }
 
-/// The stored/API name of a verdict (`ALLOW`, `DENY`, `ALERT`).
+/// The stored/API name of a verdict (`ALLOW`, `DENY`, `ALERT`), from the wire enum's name.
 pub fn verdict_name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Allow => "ALLOW",
-        Verdict::Alert => "ALERT",
-        Verdict::Deny => "DENY",
-    }
+    events::Verdict::from(v)
+        .as_str_name()
+        .trim_start_matches("VERDICT_")
 }
 
 fn enforced_of(e: events::Enforced) -> Option<Enforced> {
@@ -80,8 +73,18 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-/// The record to store for `ev`, with the server's verdict; `None` when the event is invalid
-/// (an unspecified enum or a `seq` beyond `i64`).
+/// The event id to store: the daemon's when it is a canonical UUID, its canonical form when
+/// it parses otherwise, a fresh UUIDv7 when it does not parse.
+fn event_id(raw: &str) -> String {
+    match uuid::Uuid::parse_str(raw) {
+        Ok(_) if raw.len() == 36 && !raw.bytes().any(|b| b.is_ascii_uppercase()) => raw.to_owned(),
+        Ok(id) => id.to_string(),
+        Err(_) => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+/// The record to store for `ev`, with the server's verdict; `Err` names the invalid field (an
+/// unspecified enum or a `seq` beyond `i64`).
 fn assess(
     daemon_id: &str,
     ev: &IncomingEvent,
@@ -89,11 +92,11 @@ fn assess(
     evaluator: &Evaluator,
     tier: Tier,
     received_ms: i64,
-) -> Option<(EventRecord, Option<DriftCause>)> {
-    let kind = kind_name(ev.kind())?;
-    let verdict = Verdict::try_from(ev.verdict()).ok()?;
-    let enforced = enforced_of(ev.enforced())?;
-    let seq = i64::try_from(ev.seq).ok()?;
+) -> Result<(EventRecord, Option<DriftCause>), &'static str> {
+    let kind = kind_name(ev.kind()).ok_or("kind")?;
+    let verdict = Verdict::try_from(ev.verdict()).map_err(|_| "verdict")?;
+    let enforced = enforced_of(ev.enforced()).ok_or("enforced")?;
+    let seq = i64::try_from(ev.seq).map_err(|_| "seq")?;
     let outcome = tyr_proto::convert::to_request(ev).ok().map(|request| {
         let facts = EventFacts {
             request,
@@ -108,10 +111,6 @@ fn assess(
     // allowance: a future-dated event would otherwise head every listing and outlive
     // retention. `timestamp_ns` keeps what the daemon reported.
     let ts = (timestamp_ns / 1_000_000).min(received_ms.saturating_add(MAX_CLOCK_SKEW_MS));
-    let event_id = match uuid::Uuid::parse_str(&ev.event_id) {
-        Ok(id) => id.to_string(),
-        Err(_) => uuid::Uuid::now_v7().to_string(),
-    };
     let metadata = ev
         .metadata
         .iter()
@@ -119,7 +118,7 @@ fn assess(
         .collect();
     let cause = outcome.and_then(|o| o.cause);
     let record = EventRecord {
-        event_id,
+        event_id: event_id(&ev.event_id),
         daemon_id: daemon_id.to_owned(),
         seq,
         discovered_agent_id: non_empty(&ev.discovered_agent_id),
@@ -145,30 +144,28 @@ fn assess(
         drift_cause: cause.map(|c| c.as_str().to_owned()),
         ts,
     };
-    Some((record, cause))
+    Ok((record, cause))
 }
 
-/// The records of a batch, the drift cause by `seq`, and how many events were invalid.
+/// The records of a batch, the drift cause of each, and how many events were invalid.
 fn assess_batch(
     daemon_id: &str,
     batch: &[IncomingEvent],
     effective: &Effective,
     tier: Tier,
-) -> (Vec<EventRecord>, HashMap<i64, DriftCause>, usize) {
+) -> (Vec<EventRecord>, Vec<Option<DriftCause>>, usize) {
     // Patterns are parsed once per batch, not once per event.
     let evaluator = Evaluator::new(&effective.set, &Homes::default());
     let received_ms = crate::store::time::now_ms();
     let mut records = Vec::with_capacity(batch.len());
-    let mut causes = HashMap::new();
+    let mut causes = Vec::with_capacity(batch.len());
     for ev in batch {
         match assess(daemon_id, ev, effective, &evaluator, tier, received_ms) {
-            Some((record, cause)) => {
-                if let Some(c) = cause {
-                    causes.entry(record.seq).or_insert(c);
-                }
+            Ok((record, cause)) => {
                 records.push(record);
+                causes.push(cause);
             }
-            None => tracing::warn!(daemon_id, seq = ev.seq, "invalid event refused"),
+            Err(field) => tracing::warn!(daemon_id, seq = ev.seq, field, "invalid event refused"),
         }
     }
     let rejected = batch.len() - records.len();
@@ -179,7 +176,8 @@ fn assess_batch(
 /// (0 for an empty batch). Events already stored (same daemon and `seq`, or same `event_id`)
 /// are skipped, so resending a batch is harmless. Invalid events are counted, logged and
 /// acknowledged without being stored, so they cannot wedge the daemon's spool. A daemon
-/// whose tier is not reported yet gets no `tier_limit` excuse.
+/// whose tier is not reported yet gets no `tier_limit` excuse. Batches of several daemons
+/// arriving together are committed together (see [`Committer`]).
 pub async fn ingest(
     store: &Store,
     fleet: &Fleet,
@@ -208,21 +206,221 @@ pub async fn ingest(
     if rejected > 0 {
         fleet.metrics.events_rejected(rejected as u64);
     }
-    let started = Instant::now();
-    let inserted = store.insert_events(daemon_id, &records).await?;
-    fleet
-        .metrics
-        .observe_db(DbOp::InsertEvents, started.elapsed());
-    let mut fresh: HashSet<i64> = inserted.into_iter().collect();
-    for record in records {
-        if !fresh.remove(&record.seq) {
-            continue;
-        }
+    if records.is_empty() {
+        return Ok(ack);
+    }
+    let stored = fleet.committer.store(store, records).await?;
+    if let Some(took) = stored.took {
+        fleet.metrics.observe_db(DbOp::InsertEvents, took);
+    }
+    let fresh = stored.records.into_iter().zip(stored.fresh).zip(causes);
+    for ((record, _), cause) in fresh.filter(|((_, fresh), _)| *fresh) {
         fleet.metrics.event_ingested(&record.kind, &record.verdict);
-        if let Some(&c) = causes.get(&record.seq) {
+        if let Some(c) = cause {
             fleet.metrics.drift(c);
         }
         fleet.publish_event(Arc::new(record));
     }
     Ok(ack)
+}
+
+/// Most events stored in one transaction.
+const MAX_GROUP_EVENTS: usize = 4096;
+
+/// Group commit of ingested batches. A batch that arrives while transactions are running (at
+/// most one on SQLite, which has one writer; two on PostgreSQL) waits, and every batch
+/// waiting is then stored in the next transaction, which costs about what storing one does:
+/// with many daemons streaming, transactions grow instead of queueing. The writers are tasks
+/// of their own, so a caller that goes away (a closed stream) cannot stall the others.
+#[derive(Debug, Default)]
+pub(crate) struct Committer {
+    queue: Arc<Mutex<Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// Running writer tasks.
+    writers: usize,
+}
+
+/// A batch waiting to be stored, and where to hand it back.
+#[derive(Debug)]
+struct Job {
+    records: Vec<EventRecord>,
+    reply: oneshot::Sender<Result<Stored, String>>,
+}
+
+/// A stored batch: its records, whether each was newly stored, and (for the first batch of a
+/// transaction only, so each transaction is measured once) how long the transaction took.
+#[derive(Debug)]
+struct Stored {
+    records: Vec<EventRecord>,
+    fresh: Vec<bool>,
+    took: Option<Duration>,
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Committer {
+    /// Stores `records` (one daemon's batch), possibly together with other batches.
+    async fn store(&self, store: &Store, records: Vec<EventRecord>) -> Result<Stored, StoreError> {
+        let (reply, done) = oneshot::channel();
+        let lanes = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 2,
+        };
+        let start_writer = {
+            let mut q = lock(&self.queue);
+            q.jobs.push(Job { records, reply });
+            let start = q.writers < lanes;
+            q.writers += usize::from(start);
+            start
+        };
+        if start_writer {
+            tokio::spawn(write(store.clone(), self.queue.clone()));
+        }
+        match done.await {
+            Ok(Ok(stored)) => Ok(stored),
+            Ok(Err(e)) => Err(StoreError::Internal(e)),
+            Err(_) => Err(StoreError::Internal("the event writer stopped".into())),
+        }
+    }
+}
+
+/// Gives a writer's slot back if its task ends early (a panic, runtime shutdown), so later
+/// batches start a new writer instead of waiting forever.
+struct Slot(Option<Arc<Mutex<Queue>>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            lock(&queue).writers -= 1;
+        }
+    }
+}
+
+/// A writer: stores waiting batches, a group per transaction, until none is left.
+async fn write(store: Store, queue: Arc<Mutex<Queue>>) {
+    let mut slot = Slot(Some(queue.clone()));
+    loop {
+        let jobs: Vec<Job> = {
+            let mut q = lock(&queue);
+            if q.jobs.is_empty() {
+                q.writers -= 1;
+                slot.0 = None;
+                return;
+            }
+            let mut events = 0;
+            let take = q
+                .jobs
+                .iter()
+                .take_while(|j| {
+                    let first = events == 0;
+                    events += j.records.len();
+                    first || events <= MAX_GROUP_EVENTS
+                })
+                .count();
+            q.jobs.drain(..take).collect()
+        };
+        commit(&store, jobs).await;
+    }
+}
+
+/// Stores `jobs` in one transaction and answers each.
+async fn commit(store: &Store, jobs: Vec<Job>) {
+    let mut records = Vec::with_capacity(jobs.iter().map(|j| j.records.len()).sum());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        replies.push((job.records.len(), job.reply));
+        records.extend(job.records);
+    }
+    let started = Instant::now();
+    match store.insert_events(&records).await {
+        Ok(fresh) => {
+            let took = started.elapsed();
+            let (mut records, mut fresh) = (records.into_iter(), fresh.into_iter());
+            for (i, (len, reply)) in replies.into_iter().enumerate() {
+                let stored = Stored {
+                    records: records.by_ref().take(len).collect(),
+                    fresh: fresh.by_ref().take(len).collect(),
+                    took: (i == 0).then_some(took),
+                };
+                // Err: the caller went away; its batch is stored all the same.
+                let _ = reply.send(Ok(stored));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for (_, reply) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tyr_policy::EffectiveSet;
+
+    use super::*;
+
+    fn effective() -> Effective {
+        Effective {
+            version: "builtin-audit".into(),
+            base: None,
+            overlays: Vec::new(),
+            set: EffectiveSet::default(),
+        }
+    }
+
+    fn valid() -> IncomingEvent {
+        let mut e = IncomingEvent {
+            event_id: "0190A8B2-7C3D-7E4F-8A9B-0C1D2E3F4A5B".into(),
+            seq: 7,
+            resource: "/tmp/x".into(),
+            ..IncomingEvent::default()
+        };
+        e.set_kind(events::Kind::Exec);
+        e.set_verdict(events::Verdict::Deny);
+        e.set_enforced(events::Enforced::Blocked);
+        e
+    }
+
+    fn run(ev: &IncomingEvent) -> Result<(EventRecord, Option<DriftCause>), &'static str> {
+        let eff = effective();
+        let evaluator = Evaluator::new(&eff.set, &Homes::default());
+        assess("d", ev, &eff, &evaluator, Tier::Lsm, 0)
+    }
+
+    #[test]
+    fn names_come_from_the_wire_enums() {
+        let (record, cause) = run(&valid()).expect("valid");
+        assert_eq!(record.kind, "EXEC");
+        assert_eq!(record.verdict, "DENY");
+        assert_eq!(record.server_verdict.as_deref(), Some("ALLOW"));
+        assert_eq!(cause, Some(DriftCause::StalePolicy));
+        assert_eq!(record.event_id, "0190a8b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(kind_name(events::Kind::NetConnect), Some("NET_CONNECT"));
+        assert_eq!(kind_name(events::Kind::Unspecified), None);
+        assert_eq!(verdict_name(Verdict::Alert), "ALERT");
+    }
+
+    #[test]
+    fn invalid_events_name_the_field() {
+        let mut e = valid();
+        e.kind = 0;
+        assert_eq!(run(&e).err(), Some("kind"));
+        let mut e = valid();
+        e.verdict = 99;
+        assert_eq!(run(&e).err(), Some("verdict"));
+        let mut e = valid();
+        e.enforced = 0;
+        assert_eq!(run(&e).err(), Some("enforced"));
+        let mut e = valid();
+        e.seq = u64::MAX;
+        assert_eq!(run(&e).err(), Some("seq"));
+    }
 }

@@ -53,8 +53,9 @@ impl Rng {
 
 /// Event `n` of `total`: timestamps rise over the 30 days before `now_ms` (events arrive
 /// roughly in time order), with a few seconds of jitter.
-fn make_event(rng: &mut Rng, seq: u64, n: u64, total: u64, now_ms: u64) -> Event {
+fn make_event(rng: &mut Rng, d: usize, seq: u64, n: u64, total: u64, now_ms: u64) -> Event {
     let r = rng.next();
+    let agent_type = ((r >> 28) % 4) as usize;
     let kind = KINDS[(r % 5) as usize];
     let resource = match kind {
         Kind::NetConnect => format!("10.{}.{}.{}", r % 200, (r >> 8) % 250, (r >> 16) % 250),
@@ -70,7 +71,13 @@ fn make_event(rng: &mut Rng, seq: u64, n: u64, total: u64, now_ms: u64) -> Event
     let mut e = Event {
         event_id: uuid::Uuid::now_v7().to_string(),
         seq,
-        agent_type: TYPES[((r >> 28) % 4) as usize].to_owned(),
+        agent_type: TYPES[agent_type].to_owned(),
+        // Classified agents' events name the discovered agent; unclassified processes' do not.
+        discovered_agent_id: if TYPES[agent_type].is_empty() {
+            String::new()
+        } else {
+            uuid::Uuid::from_u128(((d as u128) << 64) | agent_type as u128).to_string()
+        },
         resource,
         policy_version: "base=bench@1".to_owned(),
         pid: 1000 + (r % 5000) as u32,
@@ -92,6 +99,29 @@ fn make_event(rng: &mut Rng, seq: u64, n: u64, total: u64, now_ms: u64) -> Event
 }
 
 /// A 40-rule base policy: dotfile and secret reads/writes, exec of tools, egress.
+/// Events in rising time order, with a gap-free `seq` per daemon.
+struct Generator {
+    seqs: [u64; DAEMONS],
+    rng: Rng,
+    now: u64,
+    n: u64,
+    total: u64,
+}
+
+impl Generator {
+    /// The next `size` events of daemon `d`.
+    fn batch(&mut self, d: usize, size: usize) -> (usize, Vec<Event>) {
+        let events = (0..size)
+            .map(|_| {
+                self.seqs[d] += 1;
+                self.n += 1;
+                make_event(&mut self.rng, d, self.seqs[d], self.n, self.total, self.now)
+            })
+            .collect();
+        (d, events)
+    }
+}
+
 fn bench_policy() -> String {
     let mut y = String::from(
         "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata: {name: bench}\nspec:\n  default: allow\n  rules:\n",
@@ -148,58 +178,81 @@ async fn run(backend: Backend) {
     for d in &daemons {
         support::assign(&s, &admin, "daemon", d, "bench", 1).await;
     }
-    let mut seqs = [0u64; DAEMONS];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let now = u64::try_from(now_ms()).expect("time");
+    let mut events = Generator {
+        seqs: [0; DAEMONS],
+        rng: Rng(0x9e37_79b9_7f4a_7c15),
+        now: u64::try_from(now_ms()).expect("time") - 5000,
+        n: 0,
+        total: total as u64,
+    };
     let mut stored = 0usize;
-    let mut n = 0u64;
 
-    // Throughput at two batch sizes, 100 000 events each.
+    // Throughput at two batch sizes, 100 000 events each, one batch at a time (one stream).
+    // Events are generated before the clock starts: the daemons' work, not the server's.
     for batch_size in [100usize, 1000] {
         let count = 100_000.min(total / 2);
+        let batches: Vec<(usize, Vec<Event>)> = (0..count / batch_size)
+            .map(|i| events.batch(i % DAEMONS, batch_size))
+            .collect();
         let started = Instant::now();
-        let mut done = 0;
-        while done < count {
-            let d = (done / batch_size) % DAEMONS;
-            let batch: Vec<Event> = (0..batch_size)
-                .map(|_| {
-                    seqs[d] += 1;
-                    n += 1;
-                    make_event(&mut rng, seqs[d], n, total as u64, now - 5000)
-                })
-                .collect();
+        for (d, batch) in batches {
             ingest(&store, &fleet, &daemons[d], batch)
                 .await
                 .expect("ingest");
-            done += batch_size;
         }
         let secs = started.elapsed().as_secs_f64();
-        stored += done;
+        stored += count;
         println!(
-            "BENCH {backend:?} ingest batch={batch_size}: {done} events in {secs:.1} s = {:.0} events/s",
-            done as f64 / secs
+            "BENCH {backend:?} ingest batch={batch_size}: {count} events in {secs:.1} s = {:.0} events/s",
+            count as f64 / secs
+        );
+    }
+
+    // A fleet: every daemon streams batches of 100 at once (one task per daemon, as the
+    // gRPC plane runs one session per daemon).
+    let count = 100_000.min(total / 2) / (DAEMONS * 100) * DAEMONS * 100;
+    if count > 0 {
+        let per_daemon = count / DAEMONS / 100;
+        let work: Vec<Vec<Vec<Event>>> = (0..DAEMONS)
+            .map(|d| (0..per_daemon).map(|_| events.batch(d, 100).1).collect())
+            .collect();
+        let started = Instant::now();
+        let tasks: Vec<_> = work
+            .into_iter()
+            .zip(daemons.clone())
+            .map(|(batches, d)| {
+                let (store, fleet) = (store.clone(), fleet.clone());
+                tokio::spawn(async move {
+                    for batch in batches {
+                        ingest(&store, &fleet, &d, batch).await.expect("ingest");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("stream task");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        stored += count;
+        println!(
+            "BENCH {backend:?} ingest {DAEMONS} concurrent streams, batch=100: {count} events in {secs:.1} s = {:.0} events/s",
+            count as f64 / secs
         );
     }
 
     // Fill the table with batches of 1000.
+    let filled_from = stored;
     let started = Instant::now();
     while stored < total {
-        let d = (stored / 1000) % DAEMONS;
-        let batch: Vec<Event> = (0..1000)
-            .map(|_| {
-                seqs[d] += 1;
-                n += 1;
-                make_event(&mut rng, seqs[d], n, total as u64, now - 5000)
-            })
-            .collect();
+        let (d, batch) = events.batch((stored / 1000) % DAEMONS, 1000.min(total - stored));
+        stored += batch.len();
         ingest(&store, &fleet, &daemons[d], batch)
             .await
             .expect("ingest");
-        stored += 1000;
     }
     println!(
         "BENCH {backend:?} loaded {stored} events (fill at {:.0} events/s)",
-        (stored.saturating_sub(200_000)) as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        (stored - filled_from) as f64 / started.elapsed().as_secs_f64().max(1e-9)
     );
 
     // Planner statistics, as autovacuum (PostgreSQL) or `ANALYZE` (SQLite) keep them.

@@ -19,6 +19,7 @@ use tyr_server::store::time::now_ms;
 on_both_backends! {
     ingest_is_idempotent => ingest_is_idempotent;
     drift_causes => drift_causes;
+    concurrent_batches_are_stored_once => concurrent_batches_are_stored_once;
     filters_and_keyset_pagination => filters_and_keyset_pagination;
     sse_delivers_and_reports_drops => sse_delivers_and_reports_drops;
     retention_deletes_old_events => retention_deletes_old_events;
@@ -198,6 +199,73 @@ async fn drift_causes(backend: Backend) {
     );
     let drifted = get_json(&s, &admin, "/api/v1/events?drift_detected=true").await;
     assert_eq!(drifted["events"].as_array().map(Vec::len), Some(3));
+    s.stop().await;
+}
+
+/// Batches of several daemons arriving at once (committed together), each also resent at
+/// the same time: every event is stored once, under its daemon, with its own drift count.
+async fn concurrent_batches_are_stored_once(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let admin = s.setup_admin().await;
+    let (store, fleet) = (s.running_store(), s.running_fleet());
+    apply(&s, &admin, &policy("laptops", "deny")).await;
+    let mut daemons = Vec::new();
+    for i in 0..4 {
+        let d = daemon(&store, &format!("host-{i}"), Tier::Lsm).await;
+        assign(&s, &admin, "daemon", &d, "laptops", 1).await;
+        daemons.push(d);
+    }
+    let t = now();
+    let mut tasks = Vec::new();
+    for (i, d) in daemons.iter().enumerate() {
+        for b in 0..5u64 {
+            // Daemon i drifts on i + 1 events of each batch of 10 (the server denies /secret).
+            let batch: Vec<_> = (1..=10u64)
+                .map(|n| {
+                    let resource = if n <= i as u64 + 1 {
+                        "/secret/x"
+                    } else {
+                        "/tmp/ok"
+                    };
+                    let cur = "base=laptops@1";
+                    event(b * 10 + n, resource, Verdict::Allow, Enforced::None, cur, t)
+                })
+                .collect();
+            for copy in [batch.clone(), batch] {
+                let (store, fleet, d) = (store.clone(), fleet.clone(), d.clone());
+                tasks.push(tokio::spawn(async move {
+                    ingest(&store, &fleet, &d, copy).await.expect("ingest")
+                }));
+            }
+        }
+    }
+    for task in tasks {
+        assert_eq!(
+            task.await.expect("task") % 10,
+            0,
+            "acks the batch's last seq"
+        );
+    }
+    for (i, d) in daemons.iter().enumerate() {
+        let page = get_json(
+            &s,
+            &admin,
+            &format!("/api/v1/events?agent_id={d}&limit=1000"),
+        )
+        .await;
+        let seqs: HashSet<i64> = page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["seq"].as_i64().expect("seq"))
+            .collect();
+        assert_eq!(page["events"].as_array().map(Vec::len), Some(50), "{d}");
+        assert_eq!(seqs, (1..=50).collect(), "{d}");
+        let agent = get_json(&s, &admin, &format!("/api/v1/agents/{d}")).await;
+        assert_eq!(agent["drift_count"], 5 * (i + 1), "{d}");
+    }
     s.stop().await;
 }
 

@@ -86,15 +86,18 @@ CREATE TABLE policy_assignments (
 );
 CREATE INDEX policy_assignments_policy ON policy_assignments (policy);
 
+-- Indexed text columns compare bytewise (COLLATE "C", as SQLite does): ids and names need no
+-- linguistic order, and comparing through the locale (even C.UTF-8) made inserts into the
+-- indexed table about 1.5x slower.
 CREATE TABLE events (
-    event_id            TEXT PRIMARY KEY,
-    daemon_id           TEXT NOT NULL,
+    event_id            TEXT COLLATE "C" PRIMARY KEY,
+    daemon_id           TEXT COLLATE "C" NOT NULL,
     seq                 BIGINT NOT NULL,
-    discovered_agent_id TEXT,
-    agent_type          TEXT,
-    kind                TEXT NOT NULL,
+    discovered_agent_id TEXT COLLATE "C",
+    agent_type          TEXT COLLATE "C",
+    kind                TEXT COLLATE "C" NOT NULL,
     resource            TEXT NOT NULL,
-    verdict             TEXT NOT NULL,
+    verdict             TEXT COLLATE "C" NOT NULL,
     enforced            TEXT NOT NULL,
     severity            TEXT,
     policy_version      TEXT,
@@ -115,8 +118,12 @@ CREATE TABLE events (
 );
 CREATE INDEX events_ts ON events (ts, event_id);
 CREATE INDEX events_daemon_ts ON events (daemon_id, ts, event_id);
-CREATE INDEX events_discovered_ts ON events (discovered_agent_id, ts, event_id);
-CREATE INDEX events_agent_type_ts ON events (agent_type, ts, event_id);
+-- Rows without an agent are never found by these two filters: not indexed.
+CREATE INDEX events_discovered_ts ON events (discovered_agent_id, ts, event_id)
+    WHERE discovered_agent_id IS NOT NULL;
+CREATE INDEX events_agent_type_ts ON events (agent_type, ts, event_id) WHERE agent_type IS NOT NULL;
 CREATE INDEX events_kind_ts ON events (kind, ts, event_id);
 CREATE INDEX events_verdict_ts ON events (verdict, ts, event_id);
-CREATE INDEX events_drift_ts ON events (drift_detected, ts, event_id);
+-- Drift is rare: only drifted rows are indexed (queries spell `drift_detected = TRUE` for it;
+-- `drift_detected = FALSE` matches most rows and walks events_ts).
+CREATE INDEX events_drift_ts ON events (ts, event_id) WHERE drift_detected = TRUE;

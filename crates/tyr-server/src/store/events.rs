@@ -1,6 +1,6 @@
 //! Events: idempotent batch insert, filtered keyset queries, dashboard counts, retention.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sqlx::Row;
@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::time::rfc3339;
-use super::{Backend, RowExt, Store, StoreError, StoreResult, on_pool};
+use super::{Db, RowExt, Store, StoreError, StoreResult, on_pool};
 
 /// Optional column access for both backends (complements [`RowExt`]).
 pub(crate) trait RowOptExt {
@@ -35,10 +35,7 @@ impl_row_opt_ext!(PgRow);
 #[derive(Debug, Clone)]
 pub(crate) enum Bind {
     Text(String),
-    OptText(Option<String>),
     Int(i64),
-    OptInt(Option<i64>),
-    Bool(bool),
 }
 
 /// Binds `$binds` in order to `$q` (a `sqlx::query`), for either backend.
@@ -48,10 +45,7 @@ macro_rules! bind_all {
         for b in $binds {
             q = match b {
                 Bind::Text(v) => q.bind(v.clone()),
-                Bind::OptText(v) => q.bind(v.clone()),
                 Bind::Int(v) => q.bind(*v),
-                Bind::OptInt(v) => q.bind(*v),
-                Bind::Bool(v) => q.bind(*v),
             };
         }
         q
@@ -124,38 +118,123 @@ const EVENT_COLS: [&str; 24] = [
     "drift_cause",
 ];
 
-/// Rows per INSERT statement (24 parameters each, below both backends' limits).
-const INSERT_CHUNK: usize = 500;
+/// Rows per SQLite INSERT statement, largest first: a batch is cut into chunks of these sizes
+/// so only a few distinct statements (each prepared once and cached per connection) exist,
+/// and the usual batches (multiples of 100) take few statements.
+const SQLITE_CHUNKS: [usize; 5] = [500, 100, 20, 5, 1];
+
+/// The PostgreSQL insert: the batch as one array per column, unnested into rows.
+const PG_INSERT: &str = "INSERT INTO events (event_id, daemon_id, seq, discovered_agent_id, \
+    agent_type, kind, resource, verdict, enforced, severity, policy_version, rule, pid, ppid, \
+    uid, process_exe, cmdline, timestamp_ns, ts, count, metadata, server_verdict, \
+    drift_detected, drift_cause) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+    $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], $18::bigint[], \
+    $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::boolean[], $24::text[]) \
+    ON CONFLICT DO NOTHING RETURNING daemon_id, seq";
 
 impl EventRecord {
-    fn binds(&self) -> [Bind; 24] {
-        [
-            Bind::Text(self.event_id.clone()),
-            Bind::Text(self.daemon_id.clone()),
-            Bind::Int(self.seq),
-            Bind::OptText(self.discovered_agent_id.clone()),
-            Bind::OptText(self.agent_type.clone()),
-            Bind::Text(self.kind.clone()),
-            Bind::Text(self.resource.clone()),
-            Bind::Text(self.verdict.clone()),
-            Bind::Text(self.enforced.clone()),
-            Bind::OptText(self.severity.clone()),
-            Bind::OptText(self.policy_version.clone()),
-            Bind::OptText(self.rule.clone()),
-            Bind::OptInt(self.pid),
-            Bind::OptInt(self.ppid),
-            Bind::OptInt(self.uid),
-            Bind::OptText(self.process_exe.clone()),
-            Bind::OptText(self.cmdline.clone()),
-            Bind::Int(self.timestamp_ns),
-            Bind::Int(self.ts),
-            Bind::Int(self.count),
-            Bind::Text(serde_json::Value::Object(self.metadata.clone()).to_string()),
-            Bind::OptText(self.server_verdict.clone()),
-            Bind::Bool(self.drift_detected),
-            Bind::OptText(self.drift_cause.clone()),
-        ]
+    /// The `metadata` column: the map as a JSON object.
+    fn metadata_json(&self) -> String {
+        if self.metadata.is_empty() {
+            return "{}".to_owned();
+        }
+        serde_json::to_string(&self.metadata).unwrap_or_else(|_| "{}".to_owned())
     }
+}
+
+/// Binds the columns of `e` in [`EVENT_COLS`] order.
+fn bind_sqlite<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    e: &'q EventRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(e.event_id.as_str())
+        .bind(e.daemon_id.as_str())
+        .bind(e.seq)
+        .bind(e.discovered_agent_id.as_deref())
+        .bind(e.agent_type.as_deref())
+        .bind(e.kind.as_str())
+        .bind(e.resource.as_str())
+        .bind(e.verdict.as_str())
+        .bind(e.enforced.as_str())
+        .bind(e.severity.as_deref())
+        .bind(e.policy_version.as_deref())
+        .bind(e.rule.as_deref())
+        .bind(e.pid)
+        .bind(e.ppid)
+        .bind(e.uid)
+        .bind(e.process_exe.as_deref())
+        .bind(e.cmdline.as_deref())
+        .bind(e.timestamp_ns)
+        .bind(e.ts)
+        .bind(e.count)
+        .bind(e.metadata_json())
+        .bind(e.server_verdict.as_deref())
+        .bind(e.drift_detected)
+        .bind(e.drift_cause.as_deref())
+}
+
+/// Inserts `events` on SQLite with multi-row statements; returns the keys of the new rows.
+async fn insert_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    events: &[EventRecord],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let mut inserted = Vec::with_capacity(events.len());
+    let mut rest = events;
+    while let Some(&size) = SQLITE_CHUNKS.iter().find(|&&n| n <= rest.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = sqlx::AssertSqlSafe(insert_sql(size));
+        let q = chunk.iter().fold(sqlx::query(sql), bind_sqlite);
+        for row in q.fetch_all(&mut *tx).await? {
+            inserted.push((row.text("daemon_id")?, row.int("seq")?));
+        }
+    }
+    Ok(inserted)
+}
+
+/// Inserts `events` on PostgreSQL in one statement; returns the keys of the new rows.
+async fn insert_postgres(
+    tx: &mut sqlx::PgConnection,
+    events: &[EventRecord],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let text = |f: fn(&EventRecord) -> &str| events.iter().map(f).collect::<Vec<_>>();
+    let opt = |f: fn(&EventRecord) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+    let int = |f: fn(&EventRecord) -> i64| events.iter().map(f).collect::<Vec<_>>();
+    let opt_int = |f: fn(&EventRecord) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+    let metadata: Vec<String> = events.iter().map(EventRecord::metadata_json).collect();
+    let drifted: Vec<bool> = events.iter().map(|e| e.drift_detected).collect();
+    let rows = sqlx::query(PG_INSERT)
+        .bind(text(|e| &e.event_id))
+        .bind(text(|e| &e.daemon_id))
+        .bind(int(|e| e.seq))
+        .bind(opt(|e| e.discovered_agent_id.as_deref()))
+        .bind(opt(|e| e.agent_type.as_deref()))
+        .bind(text(|e| &e.kind))
+        .bind(text(|e| &e.resource))
+        .bind(text(|e| &e.verdict))
+        .bind(text(|e| &e.enforced))
+        .bind(opt(|e| e.severity.as_deref()))
+        .bind(opt(|e| e.policy_version.as_deref()))
+        .bind(opt(|e| e.rule.as_deref()))
+        .bind(opt_int(|e| e.pid))
+        .bind(opt_int(|e| e.ppid))
+        .bind(opt_int(|e| e.uid))
+        .bind(opt(|e| e.process_exe.as_deref()))
+        .bind(opt(|e| e.cmdline.as_deref()))
+        .bind(int(|e| e.timestamp_ns))
+        .bind(int(|e| e.ts))
+        .bind(int(|e| e.count))
+        .bind(metadata)
+        .bind(opt(|e| e.server_verdict.as_deref()))
+        .bind(drifted)
+        .bind(opt(|e| e.drift_cause.as_deref()))
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.text("daemon_id")?, r.int("seq")?)))
+        .collect()
 }
 
 fn event_from<R: RowExt + RowOptExt>(r: &R) -> Result<EventRecord, sqlx::Error> {
@@ -256,14 +335,18 @@ impl EventFilter {
                 push(cond, Bind::Text(v.clone()));
             }
         }
-        if let Some(d) = self.drift_detected {
-            push("drift_detected = ?", Bind::Bool(d));
-        }
         if let Some(s) = self.since {
             push("ts >= ?", Bind::Int(s));
         }
         if let Some(u) = self.until {
             push("ts < ?", Bind::Int(u));
+        }
+        if let Some(d) = self.drift_detected {
+            // A literal, not a bind: the planner must see it to use the partial index.
+            conds.push(format!(
+                "drift_detected = {}",
+                if d { "TRUE" } else { "FALSE" }
+            ));
         }
         if let Some(q) = &self.q {
             let like = format!("%{}%", escape_like(&q.to_lowercase()));
@@ -328,41 +411,35 @@ pub struct EventCounts {
 }
 
 impl Store {
-    /// Inserts `events` in one transaction, skipping those whose `(daemon_id, seq)` or
-    /// `event_id` is already stored, and adds the newly stored drifted events to the daemon's
-    /// drift count. Returns the `seq` of the newly stored events.
-    pub async fn insert_events(
-        &self,
-        daemon_id: &str,
-        events: &[EventRecord],
-    ) -> StoreResult<Vec<i64>> {
-        let mut inserted = Vec::new();
-        let backend = self.backend();
-        on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            for chunk in events.chunks(INSERT_CHUNK) {
-                let sql = insert_sql(chunk.len(), backend);
-                let binds: Vec<Bind> = chunk.iter().flat_map(EventRecord::binds).collect();
-                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), &binds);
-                for row in q.fetch_all(&mut *tx).await? {
-                    inserted.push(row.int("seq")?);
+    /// Inserts `events` (of one daemon or several) in one transaction, skipping those whose
+    /// `(daemon_id, seq)` or `event_id` is already stored (or earlier in `events`), and adds
+    /// the newly stored drifted events to their daemon's drift count. Returns, for each event,
+    /// whether it was newly stored.
+    pub async fn insert_events(&self, events: &[EventRecord]) -> StoreResult<Vec<bool>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        /// One transaction: the rows with `$insert`, then the drift counts.
+        macro_rules! in_tx {
+            ($pool:expr, $insert:ident) => {{
+                let mut tx = $pool.begin().await?;
+                let inserted = $insert(&mut tx, events).await?;
+                let fresh = fresh_flags(events, &inserted);
+                for (daemon_id, drifted) in drift_counts(events, &fresh) {
+                    sqlx::query("UPDATE daemons SET drift_count = drift_count + $1 WHERE id = $2")
+                        .bind(drifted)
+                        .bind(daemon_id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-            }
-            let fresh: HashSet<i64> = inserted.iter().copied().collect();
-            let drifted = events
-                .iter()
-                .filter(|e| e.drift_detected && fresh.contains(&e.seq))
-                .count();
-            if drifted > 0 {
-                sqlx::query("UPDATE daemons SET drift_count = drift_count + $1 WHERE id = $2")
-                    .bind(i64::try_from(drifted).unwrap_or(i64::MAX))
-                    .bind(daemon_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(inserted)
+                tx.commit().await?;
+                fresh
+            }};
+        }
+        Ok(match &self.db {
+            Db::Sqlite(p) => in_tx!(p, insert_sqlite),
+            Db::Postgres(p) => in_tx!(p, insert_postgres),
+        })
     }
 
     /// One page of events matching `filter`, newest first, after `cursor`; `limit + 1` rows
@@ -438,25 +515,44 @@ impl Store {
     }
 }
 
-/// The multi-row INSERT of `rows` events. SQLite gets anonymous `?` placeholders: looking
-/// up thousands of numbered ones is quadratic there.
-fn insert_sql(rows: usize, backend: Backend) -> String {
-    let cols = EVENT_COLS.len();
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let ps: Vec<String> = (1..=cols)
-                .map(|c| match backend {
-                    Backend::Sqlite => "?".to_owned(),
-                    Backend::Postgres => format!("${}", r * cols + c),
-                })
-                .collect();
-            format!("({})", ps.join(", "))
-        })
-        .collect();
+/// For each of `events`, whether its key is among `inserted` (the first event with a key
+/// claims it).
+fn fresh_flags(events: &[EventRecord], inserted: &[(String, i64)]) -> Vec<bool> {
+    let mut first: HashMap<(&str, i64), usize> = HashMap::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        first.entry((e.daemon_id.as_str(), e.seq)).or_insert(i);
+    }
+    let mut fresh = vec![false; events.len()];
+    for (daemon_id, seq) in inserted {
+        if let Some(&i) = first.get(&(daemon_id.as_str(), *seq)) {
+            fresh[i] = true;
+        }
+    }
+    fresh
+}
+
+/// Newly stored drifted events per daemon (daemons without any left out), in id order so
+/// that concurrent transactions update `daemons` rows in one order (no deadlock).
+fn drift_counts<'e>(events: &'e [EventRecord], fresh: &[bool]) -> BTreeMap<&'e str, i64> {
+    let mut counts = BTreeMap::new();
+    for (e, _) in events
+        .iter()
+        .zip(fresh)
+        .filter(|(e, f)| **f && e.drift_detected)
+    {
+        *counts.entry(e.daemon_id.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The SQLite multi-row INSERT of `rows` events, with anonymous `?` placeholders: looking up
+/// thousands of numbered ones is quadratic there.
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; EVENT_COLS.len()].join(", "));
     format!(
-        "INSERT INTO events ({}) VALUES {} ON CONFLICT DO NOTHING RETURNING seq",
+        "INSERT INTO events ({}) VALUES {} ON CONFLICT DO NOTHING RETURNING daemon_id, seq",
         EVENT_COLS.join(", "),
-        values.join(", ")
+        vec![row; rows].join(", ")
     )
 }
 
