@@ -38,6 +38,18 @@ use crate::model::{
 use crate::request::{Request, Resource};
 use crate::sni::{SniPattern, domain_matches};
 
+/// Name of the daemon's built-in overlay for `unregistered_agents: quarantine` (SPEC §7).
+pub const BUILTIN_QUARANTINE: &str = "builtin-quarantine";
+/// Name of the daemon's built-in overlay for `unregistered_agents: deny` (SPEC §7).
+pub const BUILTIN_DENY_UNREGISTERED: &str = "builtin-deny-unregistered";
+
+/// Whether `policy` names one of the daemon's built-in `unregistered_agents` overlays: they
+/// only add restrictions, and depend on daemon-local state (working directories), so the
+/// server cannot re-evaluate their decisions.
+pub fn is_builtin_restriction(policy: &str) -> bool {
+    policy == BUILTIN_QUARANTINE || policy == BUILTIN_DENY_UNREGISTERED
+}
+
 /// The built-in audit base policy: allow everything (activity is still recorded).
 pub fn builtin_audit() -> Policy {
     Policy {

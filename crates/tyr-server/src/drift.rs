@@ -77,6 +77,9 @@ pub struct EventFacts {
     pub enforced: Enforced,
     /// The effective-set version the daemon decided with.
     pub policy_version: String,
+    /// The daemon decided with one of its built-in `unregistered_agents` restrictions
+    /// (`metadata.policy`, [`tyr_policy::eval::is_builtin_restriction`]).
+    pub builtin_restriction: bool,
 }
 
 /// Why the daemon's verdict differs from the server's.
@@ -114,7 +117,10 @@ pub struct DriftOutcome {
 /// Re-evaluates `event` with `current`, the prepared effective set of version
 /// `current_version` (build one [`Evaluator`] per batch), for a daemon on `tier`.
 ///
-/// `drift_detected = server_verdict != event.verdict`. The cause, first that holds:
+/// `drift_detected = server_verdict != event.verdict`, except that a verdict *stricter* than
+/// the server's from a daemon's built-in restriction is not drift (the server cannot
+/// reproduce those: they depend on daemon-local working directories; a looser one still is).
+/// The cause, first that holds:
 /// `stale_policy` when the event's version is not `current_version`; `tier_limit` when the
 /// server says deny, the event was not enforced and `tier` cannot block; else `mismatch`.
 pub fn assess(
@@ -124,7 +130,8 @@ pub fn assess(
     event: &EventFacts,
 ) -> DriftOutcome {
     let server_verdict = current.evaluate(&event.request).verdict;
-    let drift_detected = server_verdict != event.verdict;
+    let restricted = event.builtin_restriction && event.verdict > server_verdict;
+    let drift_detected = server_verdict != event.verdict && !restricted;
     let cause = drift_detected.then(|| {
         if event.policy_version != current_version {
             DriftCause::StalePolicy
@@ -210,6 +217,7 @@ spec:
             verdict: daemon,
             enforced,
             policy_version: version.to_string(),
+            builtin_restriction: false,
         }
     }
 
@@ -219,6 +227,19 @@ spec:
     }
 
     const VERDICTS: [Verdict; 3] = [Verdict::Allow, Verdict::Alert, Verdict::Deny];
+
+    #[test]
+    fn a_builtin_restriction_excuses_only_stricter_verdicts() {
+        for server in VERDICTS {
+            for daemon in VERDICTS {
+                let mut event = facts(server, daemon, Enforced::Blocked, V);
+                event.builtin_restriction = true;
+                let out = run(Tier::Lsm, &event);
+                assert_eq!(out.server_verdict, server);
+                assert_eq!(out.drift_detected, daemon < server, "{daemon} vs {server}");
+            }
+        }
+    }
 
     #[test]
     fn every_verdict_pair_on_the_current_version() {

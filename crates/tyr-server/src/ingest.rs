@@ -103,6 +103,10 @@ fn assess(
             verdict,
             enforced,
             policy_version: ev.policy_version.clone(),
+            builtin_restriction: ev
+                .metadata
+                .get("policy")
+                .is_some_and(|p| tyr_policy::eval::is_builtin_restriction(p)),
         };
         drift::assess(evaluator, &effective.version, tier, &facts)
     });

@@ -8,6 +8,7 @@
 //! - `deny`: agent type [`UNREGISTERED`] under [`deny_overlay`]: every governed syscall is
 //!   denied.
 
+use tyr_policy::eval::{BUILTIN_DENY_UNREGISTERED, BUILTIN_QUARANTINE};
 use tyr_policy::model::{EffectiveSet, Overlay, Policy};
 
 use crate::config::UnregisteredAgents;
@@ -120,8 +121,8 @@ fn policy(yaml: &str) -> Result<Policy, String> {
 /// The built-in quarantine overlay: no secrets read, no write outside `workdirs` (absolute,
 /// canonical) and the temporary directories, no exec of network tools, no egress.
 pub fn quarantine_overlay(workdirs: &[String]) -> Result<Policy, String> {
-    let mut y = String::from(
-        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata:\n  name: builtin-quarantine\n  \
+    let mut y = format!(
+        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata:\n  name: {BUILTIN_QUARANTINE}\n  \
          description: unregistered agents under quarantine (unregistered_agents)\nspec:\n  \
          default: allow\n  rules:\n",
     );
@@ -170,8 +171,8 @@ pub fn quarantine_overlay(workdirs: &[String]) -> Result<Policy, String> {
 
 /// The built-in overlay of `unregistered_agents: deny`: every governed action is denied.
 pub fn deny_overlay() -> Result<Policy, String> {
-    let mut y = String::from(
-        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata:\n  name: builtin-deny-unregistered\n\
+    let mut y = format!(
+        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata:\n  name: {BUILTIN_DENY_UNREGISTERED}\n\
          spec:\n  default: allow\n  rules:\n",
     );
     for action in ["file_read", "file_write", "exec", "net_connect"] {
