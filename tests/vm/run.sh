@@ -11,11 +11,14 @@
 #   TYR_VM_TIMEOUT  seconds before the guest is killed (default 120)
 #   TYR_VM_LSM      the lsm= boot list (default lockdown,capability,landlock,yama,bpf)
 #   TYR_VM_LOG      also write the console (CRs stripped) to this file
+#   TYR_VM_SMP      number of vCPUs (default 1; the race measurements use 2)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 timeout_s=${TYR_VM_TIMEOUT:-120}
 lsm=${TYR_VM_LSM:-lockdown,capability,landlock,yama,bpf}
+smp=${TYR_VM_SMP:-1}
+case "$smp" in [1-9] | [1-9][0-9]) ;; *) echo "run.sh: bad TYR_VM_SMP: $smp" >&2; exit 2 ;; esac
 
 usage() { echo "usage: $0 BINARY... [-- ARGS...]" >&2; exit 2; }
 bins=()
@@ -122,7 +125,7 @@ log=$work/console.log
 start=$(date +%s%N)
 qemu_rc=0
 timeout --kill-after=5 "$timeout_s" qemu-system-x86_64 -M microvm -accel tcg -cpu max \
-  -smp 1 -m 512 -nodefaults -nographic -no-reboot -serial stdio -monitor none \
+  -smp "$smp" -m 512 -nodefaults -nographic -no-reboot -serial stdio -monitor none \
   -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$cmdline" </dev/null 2>&1 |
   sed -u 's/\r$//' | tee "$log" || qemu_rc=$?
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
