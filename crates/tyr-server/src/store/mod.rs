@@ -94,6 +94,11 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                // Event ingest is page-bound: a 64 MiB page cache and a memory-mapped database
+                // cut the writer's pread/pwrite calls.
+                .pragma("cache_size", "-65536")
+                .pragma("mmap_size", "1073741824")
+                .pragma("temp_store", "memory")
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             // One direct connection first: the pool would hide the cause behind a timeout.
