@@ -64,8 +64,7 @@ int BPF_PROG(tyr_lsm_file_open, struct file *file, int ret)
 	unsigned int oflags = BPF_CORE_READ(file, f_flags);
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	struct vfsmount *mnt = BPF_CORE_READ(file, f_path.mnt);
-	decide_open(&d, dentry, mnt, fmode);
-	interp_open(&d, proc, dentry, mnt, fmode);
+	decide_file(&d, proc, cfg, dentry, mnt, dentry_keys(dentry), fmode);
 	return lsm_verdict(&d, proc, cfg, dentry, mnt, oflags, 0);
 }
 

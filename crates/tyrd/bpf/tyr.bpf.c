@@ -78,6 +78,23 @@ struct {
 	__type(value, struct tyr_config);
 } tyr_config SEC(".maps");
 
+/* Decisions of file opens (see tyr_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TYR_VCACHE_MAX);
+	__type(key, struct tyr_vkey);
+	__type(value, struct tyr_vval);
+} tyr_vcache SEC(".maps");
+
+/* Entry 0: the namespace generation, bumped at entry and exit of every rename and mount
+ * change (any process). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tyr_nsgen SEC(".maps");
+
 /* Never read by the programs: updating its slot makes the kernel wait for an RCU grace
  * period (every running program finishes), which tyrd uses after flipping tyr_active so that
  * no program still reads the old slot when it is refilled. */
@@ -219,11 +236,75 @@ struct {
 	__uint(max_entries, TYR_RINGBUF_SIZE);
 } tyr_events SEC(".maps");
 
+/* Allow-event suppression windows (see tyr_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TYR_ALLOWS_MAX);
+	__type(key, struct tyr_akey);
+	__type(value, struct tyr_aval);
+} tyr_allows SEC(".maps");
+
+/* Keys of windows that got their first suppressed allow: tyrd's sweep watches them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, TYR_ALLOW_QUEUE_MAX);
+	__type(value, struct tyr_akey);
+} tyr_allow_queue SEC(".maps");
+
 static __always_inline void count(__u32 which)
 {
 	__u64 *c = bpf_map_lookup_elem(&tyr_counters, &which);
 	if (c)
 		*c += 1;
+}
+
+/* What identifies a dentry's name besides its address (see tyr_vkey), in the order of
+ * struct dentry's d_parent, d_name (hash_len, name) and d_inode. */
+struct dent_id {
+	__u64 parent;
+	__u64 name_hash_len;
+	__u64 name;
+	__u64 inode;
+};
+
+/* The keys of the verdict cache and the allow windows, built per CPU (not on the stack:
+ * 6.1 allows 512 bytes of stack for a program's whole call chain). */
+struct tyr_keys {
+	struct dent_id id;
+	struct tyr_vkey v;
+	struct tyr_akey a;
+	struct tyr_vval vv;
+	struct tyr_aval av;
+	/* tyr_allow_check keyed a window for the event being sent. */
+	__u64 window;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tyr_keys);
+} tyr_keys SEC(".maps");
+
+/* The key scratch with the identity of dentry filled in; NULL without one (nothing is then
+ * cached or suppressed). The four fields are adjacent in struct dentry on the kernels Tyr
+ * supports: one read then, else three. */
+static __always_inline struct tyr_keys *dentry_keys(struct dentry *dentry)
+{
+	__u32 zero = 0;
+	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
+	if (!ks || !dentry)
+		return NULL;
+	__u32 parent = bpf_core_field_offset(struct dentry, d_parent);
+	if (bpf_core_field_offset(struct dentry, d_name) == parent + 8 &&
+	    bpf_core_field_offset(struct dentry, d_inode) == parent + 24) {
+		bpf_probe_read_kernel(&ks->id, sizeof(ks->id), (void *)dentry + parent);
+		return ks;
+	}
+	ks->id.parent = (__u64)BPF_CORE_READ(dentry, d_parent);
+	ks->id.name_hash_len = BPF_CORE_READ(dentry, d_name.hash_len);
+	ks->id.inode = (__u64)BPF_CORE_READ(dentry, d_inode);
+	return ks;
 }
 
 /* ---- canonical path of a struct path, written backwards into the scratch buffer ---- */
@@ -626,17 +707,18 @@ struct decide {
 	/* Entry decisions: the user path string and its dirfd (0 = decide on dentry/mnt). */
 	__u64 upath;
 	__s32 dfd;
-	__u32 _pad1;
+	/* Events: the decisions the event stands for (0 counts as 1). */
+	__u32 count;
 	struct built_path path;
 	__u8 addr[16];
 	__u16 port;
 	__u8 family;
-	__u8 _pad;
-	__u32 slot;
-	__u32 action;
+	/* The table slot (0 or 1). */
+	__u8 slot;
 	__u32 nlayers;
 	__u32 layer;
 	__u32 rule;
+	__u8 action;
 	__u8 agent;
 	__u8 verdict;
 	__u8 best_set;
@@ -837,25 +919,34 @@ static __always_inline struct tyr_event *event_head(struct decide *d,
 	ev->port = d->port;
 	ev->family = d->family;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->count = d->count ? d->count : 1;
+	ev->_pad3 = 0;
 	return ev;
 }
 
-/* Sends the staged event with path_len bytes of path. */
+/* Sends the staged event with path_len bytes of path. Waking tyrd up costs the sender a
+ * cross-CPU wake-up (several µs in a VM): allow events do not wake it until a quarter of the
+ * ring is used (tyrd also polls the ring every 100 ms); deny and alert events always do. */
 static __always_inline void event_send(struct tyr_event *ev, __u32 path_len)
 {
 	__u32 size = TYR_EVENT_HEADER + (path_len & PATH_MASK);
-	if (bpf_ringbuf_output(&tyr_events, ev, size, 0))
+	__u64 flags = BPF_RB_FORCE_WAKEUP;
+	if (ev->verdict == TYR_VERDICT_ALLOW &&
+	    bpf_ringbuf_query(&tyr_events, BPF_RB_AVAIL_DATA) < TYR_RINGBUF_SIZE / 4)
+		flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&tyr_events, ev, size, flags))
 		count(TYR_COUNTER_RINGBUF_DROPS);
 }
 
-/* File and exec events: the parent and the canonical path are read from kernel memory. */
-static __always_inline void emit(struct decide *d, const struct tyr_proc *proc, __u32 flags,
-				 __u8 enforced, __u32 open_flags, __u64 generation)
+/* File and exec events: the parent and the canonical path are read from kernel memory.
+ * Returns the event's timestamp (0 when it could not be staged). */
+static __always_inline __u64 emit(struct decide *d, const struct tyr_proc *proc, __u32 flags,
+				  __u8 enforced, __u32 open_flags, __u64 generation)
 {
 	__u32 zero = 0;
 	struct tyr_event *ev = event_head(d, proc, flags, enforced, generation);
 	if (!ev)
-		return;
+		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	ev->open_flags = open_flags;
@@ -869,13 +960,69 @@ static __always_inline void emit(struct decide *d, const struct tyr_proc *proc, 
 	}
 	/* Only the used part of the path goes into the ring. */
 	event_send(ev, len);
+	return ev->ts_ns;
 }
 
-/* Kills on deny and reports per the events rule; builds the path for allow events. */
+/* Whether the allow decided in *dp for dentry/mnt falls in the suppression window of an
+ * earlier event of this process (1: then counted, not reported); else 2 when the event opens
+ * a window (dp->count takes the allows suppressed before it; tyr_allow_open records the
+ * window once the event is sent), 0 without a window. Global: verified once, and its stack
+ * stays off the callers' frames. */
+__noinline int tyr_allow_check(struct decide *dp, __u64 dentry, __u64 mnt, __u32 epoch)
+{
+	__u32 zero = 0;
+	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
+	if (!ks)
+		return 0;
+	ks->window = 0;
+	if (!dp || !mnt || !dentry_keys((struct dentry *)dentry))
+		return 0;
+	struct tyr_akey *k = &ks->a;
+	__builtin_memset(k, 0, sizeof(*k));
+	k->mnt = mnt;
+	k->dentry = dentry;
+	k->parent = ks->id.parent;
+	k->name_hash_len = ks->id.name_hash_len;
+	k->inode = ks->id.inode;
+	k->tgid = bpf_get_current_pid_tgid() >> 32;
+	k->epoch = epoch;
+	k->action = dp->action;
+	struct tyr_aval *a = bpf_map_lookup_elem(&tyr_allows, k);
+	if (a && bpf_ktime_get_boot_ns() - a->last_ns < TYR_ALLOW_WINDOW_NS) {
+		if (__sync_fetch_and_add(&a->pending, 1) == 0 &&
+		    bpf_map_push_elem(&tyr_allow_queue, k, 0))
+			count(TYR_COUNTER_ALLOW_UNQUEUED);
+		return 1;
+	}
+	dp->count = 1 + (a ? (__u32)__sync_lock_test_and_set(&a->pending, 0) : 0);
+	ks->window = 1;
+	return 2;
+}
+
+/* Opens the suppression window tyr_allow_check keyed for the event just sent (if any), at
+ * ts, the event's timestamp. */
+__noinline int tyr_allow_open(__u64 ts)
+{
+	__u32 zero = 0;
+	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
+	if (!ks || !ks->window)
+		return 0;
+	ks->window = 0;
+	if (!ts)
+		return 0;
+	ks->av.last_ns = ts;
+	ks->av.pending = 0;
+	bpf_map_update_elem(&tyr_allows, &ks->a, &ks->av, BPF_ANY);
+	return 0;
+}
+
+/* Kills on deny and reports per the events rule; builds the path for allow events (an allow
+ * in the suppression window of an earlier event is only counted). */
 static __always_inline void enforce(struct decide *d, const struct tyr_proc *proc,
 				    struct tyr_config *cfg, struct dentry *dentry,
 				    struct vfsmount *mnt, __u32 open_flags)
 {
+	__u32 flags = 0;
 	__u8 enforced = TYR_ENFORCED_NONE;
 	if (d->fail)
 		count(TYR_COUNTER_FAIL_CLOSED);
@@ -886,10 +1033,15 @@ static __always_inline void enforce(struct decide *d, const struct tyr_proc *pro
 		int agent = proc && proc->agent_type_id;
 		if (!agent && !(cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL))
 			return;
+		int window = tyr_allow_check(d, (__u64)dentry, (__u64)mnt, cfg->epoch);
+		if (window == 1)
+			return;
+		if (window == 2)
+			flags = TYR_EVENT_WINDOW;
 	}
 	if (!d->path.built)
 		build_path(&d->path, dentry, mnt);
-	emit(d, proc, 0, enforced, open_flags, cfg->generation);
+	tyr_allow_open(emit(d, proc, flags, enforced, open_flags, cfg->generation));
 }
 
 static __always_inline int doomed(__u32 tgid)
@@ -1035,6 +1187,63 @@ static __always_inline void interp_open(struct decide *d, const struct tyr_proc 
 	d->rule = rule;
 }
 
+/* The namespace generation now. */
+static __always_inline __u64 ns_generation(void)
+{
+	__u32 zero = 0;
+	__u64 *g = bpf_map_lookup_elem(&tyr_nsgen, &zero);
+	return g ? *g : 0;
+}
+
+/* decide_open then interp_open, through the verdict cache (tyr_maps.h): the decision of the
+ * same path identity, caller identity and mode is reused while the table epoch and the
+ * namespace generation (read before deciding) are those it was computed with. A decision
+ * that failed closed is never stored. A reused decision leaves the path unbuilt (built later
+ * only when an event needs it). Shared by both tiers. */
+static __always_inline void decide_file(struct decide *d, const struct tyr_proc *proc,
+					const struct tyr_config *cfg, struct dentry *dentry,
+					struct vfsmount *mnt, struct tyr_keys *ks, unsigned int fmode)
+{
+	__u64 nsgen = ns_generation();
+	__u32 epoch = cfg->epoch;
+	int cacheable = ks && dentry && mnt && epoch;
+	if (ks && cacheable) {
+		struct tyr_vkey *k = &ks->v;
+		__builtin_memset(k, 0, sizeof(*k));
+		k->mnt = (__u64)mnt;
+		k->dentry = (__u64)dentry;
+		k->parent = ks->id.parent;
+		k->name_hash_len = ks->id.name_hash_len;
+		k->inode = ks->id.inode;
+		k->binary_mask = d->binary_mask;
+		k->agent = d->agent;
+		k->fmode = fmode & (FMODE_READ | FMODE_WRITE);
+		k->interp = proc ? proc->flags & TYR_PROC_INTERP : 0;
+		struct tyr_vval *v = bpf_map_lookup_elem(&tyr_vcache, k);
+		if (v && v->epoch == epoch && v->nsgen == nsgen) {
+			d->action = v->action;
+			d->verdict = v->verdict;
+			d->layer = v->layer;
+			d->rule = v->rule;
+			d->fail = 0;
+			return;
+		}
+	}
+	decide_open(d, dentry, mnt, fmode);
+	interp_open(d, proc, dentry, mnt, fmode);
+	if (!ks || !cacheable || d->fail)
+		return;
+	struct tyr_vval *v = &ks->vv;
+	__builtin_memset(v, 0, sizeof(*v));
+	v->nsgen = nsgen;
+	v->epoch = epoch;
+	v->layer = d->layer;
+	v->rule = d->rule;
+	v->action = d->action;
+	v->verdict = d->verdict;
+	bpf_map_update_elem(&tyr_vcache, &ks->v, v, BPF_ANY);
+}
+
 static __always_inline int on_open(long ret)
 {
 	struct decide d = {};
@@ -1054,13 +1263,11 @@ static __always_inline int on_open(long ret)
 	struct file *f = fd_file(ret);
 	unsigned int fmode = FMODE_READ | FMODE_WRITE;
 	unsigned int oflags = 0;
-	struct dentry *dentry = NULL;
-	struct vfsmount *mnt = NULL;
+	struct path fpath = {};
 	if (f) {
 		fmode = BPF_CORE_READ(f, f_mode);
 		oflags = BPF_CORE_READ(f, f_flags);
-		dentry = BPF_CORE_READ(f, f_path.dentry);
-		mnt = BPF_CORE_READ(f, f_path.mnt);
+		BPF_CORE_READ_INTO(&fpath, f, f_path);
 	} else {
 		/* The fd is already gone (a sibling thread closed it): the file cannot be named,
 		 * so every table with rules fails closed, for reading and for writing. */
@@ -1069,8 +1276,10 @@ static __always_inline int on_open(long ret)
 	}
 	if (!(fmode & (FMODE_READ | FMODE_WRITE)))
 		return 0;
-	decide_open(&d, dentry, mnt, fmode);
-	interp_open(&d, proc, dentry, mnt, fmode);
+	struct dentry *dentry = fpath.dentry;
+	struct vfsmount *mnt = fpath.mnt;
+	struct tyr_keys *ks = dentry_keys(dentry);
+	decide_file(&d, proc, cfg, dentry, mnt, ks, fmode);
 	enforce(&d, proc, cfg, dentry, mnt, oflags);
 	return 0;
 }
@@ -1297,6 +1506,67 @@ SEC("tracepoint/syscalls/sys_enter_io_uring_enter")
 int tyr_enter_io_uring_enter(struct sys_enter_ctx *ctx)
 {
 	return deny_io_uring();
+}
+
+/* ---- namespace generation: renames and mount changes make cached verdicts stale ---- */
+
+static __always_inline int ns_bump(void)
+{
+	__u32 zero = 0;
+	__u64 *g = bpf_map_lookup_elem(&tyr_nsgen, &zero);
+	if (g)
+		__sync_fetch_and_add(g, 1);
+	return 0;
+}
+
+/* At entry and at exit: a decision computed while the call ran is never reused after it. */
+#define NS_BUMP(call)                                                                      \
+	SEC("tracepoint/syscalls/sys_enter_" #call)                                        \
+	int tyr_nse_##call(void *ctx)                                                      \
+	{                                                                                  \
+		return ns_bump();                                                          \
+	}                                                                                  \
+	SEC("tracepoint/syscalls/sys_exit_" #call)                                         \
+	int tyr_nsx_##call(void *ctx)                                                      \
+	{                                                                                  \
+		return ns_bump();                                                          \
+	}
+
+NS_BUMP(rename)
+NS_BUMP(renameat)
+NS_BUMP(renameat2)
+NS_BUMP(mount)
+NS_BUMP(umount)
+NS_BUMP(move_mount)
+NS_BUMP(pivot_root)
+NS_BUMP(fsmount)
+NS_BUMP(open_tree)
+NS_BUMP(open_tree_attr)
+
+/* A new mount namespace copies mounts (possibly at the addresses of freed ones): bumped
+ * before the copy, which nothing can use until the call made it. */
+#define CLONE_NEWNS 0x00020000
+
+SEC("tracepoint/syscalls/sys_enter_unshare")
+int tyr_nse_unshare(struct sys_enter_ctx *ctx)
+{
+	return (ctx->args[0] & CLONE_NEWNS) ? ns_bump() : 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_clone")
+int tyr_nse_clone(struct sys_enter_ctx *ctx)
+{
+	return (ctx->args[0] & CLONE_NEWNS) ? ns_bump() : 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_clone3")
+int tyr_nse_clone3(struct sys_enter_ctx *ctx)
+{
+	__u64 flags = 0;
+	/* Unreadable arguments: the call fails with EFAULT; bumping costs nothing. */
+	if (bpf_probe_read_user(&flags, sizeof(flags), (const void *)ctx->args[0]))
+		return ns_bump();
+	return (flags & CLONE_NEWNS) ? ns_bump() : 0;
 }
 
 /* ---- process identity ---- */

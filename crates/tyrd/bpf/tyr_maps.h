@@ -45,6 +45,10 @@
 #define TYR_EVENT_IO_URING 32
 /* The destination (new name) of a link or rename, not its source. */
 #define TYR_EVENT_TARGET 64
+/* An allow event that opens a suppression window (tyr_allows): the same (process, path,
+ * action) is not reported again for TYR_ALLOW_WINDOW_NS; the allows suppressed meanwhile are
+ * counted in the entry, whose last_ns is this event's ts_ns. */
+#define TYR_EVENT_WINDOW 128
 
 /* tyr_proc.flags: the executable is an interpreter or loader (tyr_interps): the files it
  * opens for reading are also decided as exec (`sh script`, `ld.so ./prog`). */
@@ -62,7 +66,10 @@
 /* Entry denies whose path string could not be overwritten (read-only memory): the process
  * is still killed, but the syscall may have run. */
 #define TYR_COUNTER_UWRITE_FAILED 3
-#define TYR_COUNTERS 4
+/* Suppressed allow events whose window could not be queued for tyrd's sweep (queue full):
+ * their count is reported only if the process repeats the operation after the window. */
+#define TYR_COUNTER_ALLOW_UNQUEUED 4
+#define TYR_COUNTERS 5
 
 /* Map sizes. */
 #define TYR_PROCS_MAX 65536
@@ -91,6 +98,9 @@
 #define TYR_PORTS_MAX (1 << 16)
 #define TYR_LPM_MAX (1 << 16)
 #define TYR_RINGBUF_SIZE (1 << 22)
+#define TYR_ALLOWS_MAX 65536
+#define TYR_ALLOW_QUEUE_MAX 16384
+#define TYR_ALLOW_WINDOW_NS 1000000000ULL
 
 /* tgid → identity; set at exec (classifier, cgroup, binaries DFA), copied at fork. */
 struct tyr_proc {
@@ -191,10 +201,73 @@ struct tyr_config {
 	/* Bit a: the base layer's table for action a has no rules and allows by default, so a
 	 * process without identity needs no decision for a (the fast path). */
 	__u8 base_quiet;
-	__u8 _pad[6];
+	__u16 _pad;
+	/* Different for every table load (tyrd counts it up, skipping 0): verdict-cache entries
+	 * of another epoch are stale. */
+	__u32 epoch;
 	__u8 layer_agent[TYR_MAX_LAYERS];
 };
 _Static_assert(sizeof(struct tyr_config) == 120, "tyr_config layout");
+
+/* Verdict cache of file opens (tyr_vcache, LRU): the decision of an open, keyed by the
+ * opened path's identity and everything else the decision depends on. The path identity is
+ * the (mount, dentry) pair plus the dentry's parent, name hash/length and inode, so that a
+ * reused dentry address only matches when all of them coincide; never the inode alone (a hard
+ * link gives a protected inode an allowed name). Renames and mount changes anywhere bump
+ * tyr_nsgen (at syscall entry and exit): an entry is used only while the namespace generation
+ * read before its decision was computed is still current, and only for the table epoch it was
+ * computed with. Fail-closed decisions are never cached. */
+#define TYR_VCACHE_MAX 65536
+struct tyr_vkey {
+	__u64 mnt;
+	__u64 dentry;
+	__u64 parent;
+	__u64 name_hash_len;
+	__u64 inode;
+	__u64 binary_mask;
+	__u8 agent;
+	/* FMODE_READ | FMODE_WRITE of the open. */
+	__u8 fmode;
+	/* TYR_PROC_INTERP of the caller (its reads are also decided as exec). */
+	__u8 interp;
+	__u8 _pad[5];
+};
+_Static_assert(sizeof(struct tyr_vkey) == 56, "tyr_vkey layout");
+
+struct tyr_vval {
+	__u64 nsgen;
+	__u32 epoch;
+	__u32 layer;
+	__u32 rule;
+	__u8 action;
+	__u8 verdict;
+	__u8 _pad[2];
+};
+_Static_assert(sizeof(struct tyr_vval) == 24, "tyr_vval layout");
+
+/* Allow-event suppression (tyr_allows, LRU): one entry per (process, path identity, action,
+ * table epoch) whose allow event was sent at last_ns. Repeats within TYR_ALLOW_WINDOW_NS are
+ * counted in pending (the first one also queues the key in tyr_allow_queue); the next event
+ * sent for the key carries them in its count, and tyrd sweeps the windows that ended with
+ * allows still pending (see src/kernel/allows.rs). */
+struct tyr_akey {
+	__u64 mnt;
+	__u64 dentry;
+	__u64 parent;
+	__u64 name_hash_len;
+	__u64 inode;
+	__u32 tgid;
+	__u32 epoch;
+	__u8 action;
+	__u8 _pad[7];
+};
+_Static_assert(sizeof(struct tyr_akey) == 56, "tyr_akey layout");
+
+struct tyr_aval {
+	__u64 last_ns;
+	__u64 pending;
+};
+_Static_assert(sizeof(struct tyr_aval) == 16, "tyr_aval layout");
 
 /* Entry-time path resolution: the joined input (base directory, '/', the user string) and
  * the output offset of every component kept (to pop on ".."). */
@@ -236,10 +309,13 @@ struct tyr_event {
 	__u8 family;
 	__u8 _pad2[5];
 	char comm[16];
+	/* The decisions this event stands for: 1, plus the allows suppressed before it. */
+	__u32 count;
+	__u32 _pad3;
 	char path[TYR_PATH_MAX];
 };
-_Static_assert(sizeof(struct tyr_event) == 4208, "tyr_event layout");
-#define TYR_EVENT_HEADER 112
+_Static_assert(sizeof(struct tyr_event) == 4216, "tyr_event layout");
+#define TYR_EVENT_HEADER 120
 _Static_assert(__builtin_offsetof(struct tyr_event, path) == TYR_EVENT_HEADER, "tyr_event header");
 
 #endif

@@ -36,7 +36,8 @@ use tyr_proto::agent::{self, CapabilityReport, DiscoveredAgentUpdate};
 
 use crate::config::{AllowEvents, Config, TierSetting, UnregisteredAgents};
 use crate::event::Event;
-use crate::kernel::events::{BootClock, EventReader, KernelEvent};
+use crate::kernel::allows::AllowSweep;
+use crate::kernel::events::{BootClock, EventReader, KernelEvent, boot_now_ns};
 use crate::kernel::probe::{self, Tier};
 use crate::kernel::{Enforcement, KernelError, PIN_DIR, Tracepoints, cgroup2_root};
 use classifier::{Classifier, homes_from_passwd};
@@ -93,6 +94,8 @@ pub struct Enforcer {
     exited: VecDeque<(u32, Instant)>,
     /// Working directories of quarantined agents (writes allowed there).
     workdirs: Vec<String>,
+    /// Allows suppressed in-kernel, reported when their window ends.
+    allows: AllowSweep,
 }
 
 impl Enforcer {
@@ -163,6 +166,7 @@ impl Enforcer {
             procs: HashMap::new(),
             exited: VecDeque::new(),
             workdirs: Vec::new(),
+            allows: AllowSweep::default(),
         };
         enforcer.agent_id(unregistered::agent_type(config.unregistered_agents))?;
         let mut reader = None;
@@ -334,6 +338,7 @@ impl Enforcer {
     /// policy it was decided with, the process's executable and command line (cached per
     /// process), its discovered agent, and the verdict of Cedar conditions (SPEC §6).
     pub fn to_event(&mut self, k: &KernelEvent) -> Option<Event> {
+        self.allows.note(k);
         self.poll();
         let cached = self.cached(k.tgid);
         let key = Some(k.discovered_id)
@@ -416,6 +421,31 @@ impl Enforcer {
         };
         let before = self.ring_drops.replace(now).unwrap_or(now);
         now.saturating_sub(before)
+    }
+
+    /// The allows suppressed in-kernel whose window ended ([`AllowSweep`]), as pipeline
+    /// events: the event loop calls this on every tick.
+    pub fn swept_allows(&mut self) -> Vec<Event> {
+        let Some(kernel) = self.kernel.clone() else {
+            return Vec::new();
+        };
+        let lost = self.allows.lost;
+        let swept = boot_now_ns()
+            .map_err(KernelError::from)
+            .and_then(|now| self.allows.sweep(lock_kernel(&kernel).tracepoints(), now));
+        if self.allows.lost > lost {
+            tracing::warn!(
+                lost = self.allows.lost - lost,
+                "suppressed allow events lost"
+            );
+        }
+        match swept {
+            Ok(swept) => swept.iter().filter_map(|k| self.to_event(k)).collect(),
+            Err(e) => {
+                tracing::warn!("allow sweep: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// Removes the agent-type cgroups that are empty (so `tyr run` says tyrd is not running).

@@ -200,10 +200,13 @@ async fn run_async(
                 Err(e) => return Err(format!("kernel ring buffer: {e}")),
             },
             _ = ticker.tick() => {
-                let (drops, allow) = {
+                let (drops, allow, swept) = {
                     let mut e = lock(&enforcer);
-                    (e.ring_drops(), e.events_allow())
+                    (e.ring_drops(), e.events_allow(), e.swept_allows())
                 };
+                for event in swept {
+                    pipeline.ingest(event, Instant::now()).map_err(|e| format!("spool: {e}"))?;
+                }
                 pipeline.set_allow(allow);
                 pipeline.tick(Instant::now()).map_err(|e| format!("spool: {e}"))?;
                 if drops > 0 {

@@ -20,7 +20,8 @@ use tyr_policy::glob::Homes;
 use tyr_policy::model::{Action, EffectiveSet, Overlay, Verdict};
 use tyrd::event::{Enforced, Kind};
 use tyrd::kernel::Tracepoints;
-use tyrd::kernel::events::{BootClock, EventReader, KernelEvent, Operation};
+use tyrd::kernel::allows::AllowSweep;
+use tyrd::kernel::events::{BootClock, EventReader, KernelEvent, Operation, boot_now_ns};
 use tyrd::kernel::maps::TyrProc;
 use tyrd::kernel::probe::{Tier, probe};
 
@@ -1010,10 +1011,11 @@ spec:
 #[test]
 fn ring_buffer_overflow_is_counted() {
     let Some((_g, mut fx)) = setup() else { return };
-    let file = fx.p("home/public.txt");
-    // 40k allow events of ~150 bytes do not fit the 4 MiB ring.
+    let file = fx.p("notes/n.txt");
+    // 40k alert events of ~150 bytes do not fit the 4 MiB ring (alerts, unlike repeated
+    // allows, are never suppressed).
     let out = fx.as_agent(&format!(
-        "i=0; while [ $i -lt 40000 ]; do : < {file}; i=$((i+1)); done; echo done"
+        "i=0; while [ $i -lt 40000 ]; do : > {file}; i=$((i+1)); done; echo done"
     ));
     assert!(out.contains("done"), "{out:?}");
     let drops = fx.tp.counters().expect("counters").ringbuf_drops;
@@ -1159,4 +1161,155 @@ fn exec_rules_hold_for_files_run_by_an_interpreter() {
     assert_eq!(ev.rule, Some(1), "rule deny-tool decided");
     let out = release(gated(&format!("sh {script}")));
     assert!(out.contains("RAN"), "a non-agent could not run it: {out:?}");
+}
+
+/// Tables of one overlay for the test agent with `rules` (YAML flow mappings, one a line).
+fn overlay_tables(rules: &[String]) -> KernelTables {
+    let body: String = rules.iter().map(|r| format!("    - {r}\n")).collect();
+    let yaml = format!(
+        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata: {{name: cache-test}}\nspec:\n  rules:\n{body}"
+    );
+    let set = EffectiveSet {
+        base: None,
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy: tyr_policy::parse(&yaml).expect("cache test policy"),
+        }],
+    };
+    compile(&set, &Homes::default(), &Limits::default()).expect("compile")
+}
+
+/// A cached allow is not reused once a policy push denies the file, nor the deny once the
+/// next push allows it again.
+#[test]
+fn cached_verdicts_follow_policy_pushes() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let file = fx.p("work/plain.txt");
+    std::fs::write(&file, "plain").expect("file");
+    let read = format!("cat {file} >/dev/null; echo rc=$?; cat {file} >/dev/null; echo rc=$?");
+    let deny_work = overlay_tables(&[format!(
+        "{{name: deny-work, action: file_read, resource_pattern: \"{}/**\", verdict: deny}}",
+        fx.p("work")
+    )]);
+    let allow = overlay_tables(&[format!(
+        "{{name: other, action: file_read, resource_pattern: \"{}\", verdict: deny}}",
+        fx.p("nothing-here")
+    )]);
+    assert!(fx.as_agent(&read).contains("rc=0\nrc=0"), "allowed first");
+    for (generation, t, rc) in [
+        (20, &deny_work, 137),
+        (21, &allow, 0),
+        (22, &deny_work, 137),
+    ] {
+        fx.tp.load_tables(t, generation, false).expect("push");
+        let out = fx.as_agent(&read);
+        assert!(
+            out.starts_with(&format!("rc={rc}")),
+            "generation {generation}: {out:?}"
+        );
+    }
+    fx.event("deny after the push", |e| {
+        killed_deny(e, Action::FileRead, &file) && e.generation == 22
+    });
+}
+
+/// A file whose directory is renamed under a denied path is denied there, although its own
+/// dentry (parent, name, inode) is unchanged since its allow was cached.
+#[test]
+fn a_cached_allow_is_not_reused_after_its_directory_moves_under_a_denied_path() {
+    let Some((_g, mut fx)) = setup() else { return };
+    std::fs::create_dir_all(fx.root.join("work/dir")).expect("dir");
+    let before = fx.p("work/dir/f");
+    std::fs::write(&before, SECRET).expect("file");
+    let out = fx.as_agent(&format!("cat {before}; cat {before}; echo rc=$?"));
+    assert!(out.contains("rc=0"), "allowed at first: {out:?}");
+    // By this (ungoverned) test process: any process's rename makes cached decisions stale.
+    std::fs::rename(fx.root.join("work/dir"), fx.root.join("home/.ssh/dir")).expect("rename");
+    let after = fx.p("home/.ssh/dir/f");
+    let out = fx.as_agent(&format!("cat {after}; echo rc=$?"));
+    assert!(out.contains("rc=137") && !out.contains(SECRET), "{out:?}");
+    fx.event("deny under the new name", |e| {
+        killed_deny(e, Action::FileRead, &after)
+    });
+}
+
+/// A hard link gives a denied file an allowed name: each name keeps the verdict of its own
+/// path, whichever was decided (and cached) first.
+#[test]
+fn hard_links_keep_the_verdict_of_their_own_path() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let link = fx.p("work/hard");
+    // Made by this ungoverned process (an agent's link of the secret is denied).
+    std::fs::hard_link(&secret, &link).expect("hard link");
+    for round in 0..2 {
+        let out = fx.as_agent(&format!("cat {link}; echo rc=$?"));
+        assert!(
+            out.contains("rc=0") && out.contains(SECRET),
+            "{round}: {out:?}"
+        );
+        let out = fx.as_agent(&format!("cat {secret}; echo rc=$?"));
+        assert!(
+            out.contains("rc=137") && !out.contains(SECRET),
+            "{round}: {out:?}"
+        );
+    }
+    let out = fx.as_agent(&format!("cat {secret}; cat {link}; echo rc=$?"));
+    assert!(
+        out.contains("rc=0") && out.contains(SECRET),
+        "link after deny: {out:?}"
+    );
+}
+
+/// An agent's repeated allow of one file is reported once per window, the repeats counted:
+/// by the next event of the same (process, path, action) after the window, or by the sweep
+/// when no such event comes.
+#[test]
+fn repeated_allows_are_counted_not_repeated() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let file = fx.p("home/public.txt");
+    let same = |e: &KernelEvent| e.action == Action::FileRead && e.path.as_deref() == Some(&file);
+    // `read < FILE` opens it in the shell itself: one process, one key.
+    let out = fx.as_agent(&format!(
+        "for i in 1 2 3; do read x < {file}; done; sleep 1.2; read x < {file}; \
+         i=0; while [ $i -lt 50 ]; do read x < {file}; i=$((i+1)); done; echo done"
+    ));
+    assert!(out.contains("done"), "{out:?}");
+    let first = fx.event("the first window's event", same);
+    assert_eq!(
+        (first.count, first.window, first.verdict),
+        (1, true, Verdict::Allow)
+    );
+    let second = fx.event("the second window's event", |e| {
+        same(e) && e.tgid == first.tgid
+    });
+    assert_eq!(
+        (second.count, second.window),
+        (3, true),
+        "1 + the 2 suppressed"
+    );
+    // The 50 repeats of the second window: no event of the kernel, one of the sweep.
+    let mut sweep = AllowSweep::default();
+    sweep.note(&second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let swept = loop {
+        let now = boot_now_ns().expect("boot clock");
+        let swept = sweep.sweep(&mut fx.tp, now).expect("sweep");
+        if let Some(ev) = swept.into_iter().find(&same) {
+            break ev;
+        }
+        assert!(std::time::Instant::now() < deadline, "no aggregated event");
+        // Polling for the end of the window (a time contract, not a synchronisation).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        (swept.count, swept.window, swept.tgid),
+        (50, false, first.tgid)
+    );
+    assert_eq!(sweep.lost, 0);
+    let now = boot_now_ns().expect("boot clock");
+    assert!(
+        sweep.sweep(&mut fx.tp, now).expect("sweep").is_empty(),
+        "swept twice"
+    );
 }

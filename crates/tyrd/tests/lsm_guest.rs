@@ -30,7 +30,7 @@ const SECRET: &str = "TOP-SECRET-KEY";
 /// The exit status fetch-kernel.sh/run.sh use for "the Debian archive cannot be reached".
 const UNREACHABLE: i32 = 75;
 /// Every guest test: the host asserts each passed.
-const GUEST_TESTS: [&str; 9] = [
+const GUEST_TESTS: [&str; 10] = [
     "guest_bpf_lsm_is_active_and_the_probe_reports_lsm",
     "guest_agent_open_of_a_protected_file_gets_eperm_and_the_agent_survives",
     "guest_exec_of_a_denied_binary_gets_eperm",
@@ -40,6 +40,7 @@ const GUEST_TESTS: [&str; 9] = [
     "guest_io_uring_is_refused_to_agents_under_the_lsm_tier",
     "guest_a_script_run_by_a_governed_interpreter_gets_eperm",
     "guest_the_tracepoint_tier_makes_denied_syscalls_fail_at_entry",
+    "guest_cached_verdicts_follow_renames_links_and_pushes",
 ];
 
 fn in_guest() -> bool {
@@ -330,6 +331,8 @@ fn guest_bpf_lsm_is_active_and_the_probe_reports_lsm() {
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").expect("LSM list");
     assert!(lsm.trim().split(',').any(|m| m == "bpf"), "{lsm}");
     let report = probe();
+    // Verified instruction counts per hook (shown with --nocapture).
+    eprintln!("{}", report.human());
     assert_eq!(report.tier, Tier::Lsm, "{}", report.human());
     assert!(report.reasons.is_empty(), "{}", report.human());
     for (_, hook) in LSM_PROGRAMS {
@@ -597,4 +600,57 @@ fn connect_v6_without_scope_id(port: u16) -> Option<i32> {
         close(fd);
         (rc != 0).then_some(err.unwrap_or(0))
     }
+}
+
+/// The verdict cache under the LSM tier (`file_open`): an allow cached for a file is not
+/// reused once its directory moves under a denied path, the names of a hard link keep their
+/// own verdicts, and a policy push that denies a cached allow takes effect.
+#[test]
+#[ignore = "guest only"]
+fn guest_cached_verdicts_follow_renames_links_and_pushes() {
+    if !guest_only() {
+        return;
+    }
+    let mut fx = Fixture::new(1);
+    std::fs::create_dir_all(fx.root.join("work/dir")).expect("dir");
+    let before = fx.p("work/dir/f");
+    std::fs::write(&before, SECRET).expect("file");
+    let out = fx.shell(true, &format!("cat {before}; cat {before}; echo rc=$?"));
+    assert!(out.contains("rc=0") && out.contains(SECRET), "{out:?}");
+    std::fs::rename(fx.root.join("work/dir"), fx.root.join("home/.ssh/dir")).expect("rename");
+    let after = fx.p("home/.ssh/dir/f");
+    let out = fx.shell(true, &format!("cat {after}; echo rc=$?"));
+    assert!(
+        out.contains("rc=1") && !out.contains(SECRET),
+        "moved: {out:?}"
+    );
+    // Linked by this ungoverned process under an allowed name.
+    let link = fx.p("work/hard");
+    std::fs::hard_link(&after, &link).expect("hard link");
+    let out = fx.shell(
+        true,
+        &format!("cat {link} >/dev/null; echo a=$?; cat {after}; echo b=$?; cat {link} >/dev/null; echo c=$?"),
+    );
+    assert!(
+        out.contains("a=0") && out.contains("b=1") && out.contains("c=0"),
+        "{out:?}"
+    );
+    let push = format!(
+        "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata: {{name: push}}\nspec:\n  rules:\n    - {{name: deny-work, action: file_read, resource_pattern: \"{}/**\", verdict: deny}}\n",
+        fx.p("work")
+    );
+    let set = EffectiveSet {
+        base: None,
+        overlays: vec![Overlay {
+            agent_type: AGENT.into(),
+            policy: tyr_policy::parse(&push).expect("pushed policy"),
+        }],
+    };
+    let t = compile(&set, &Homes::default(), &Limits::default()).expect("compile");
+    fx.tp().load_tables(&t, 2, false).expect("push");
+    let out = fx.shell(true, &format!("cat {link}; echo rc=$?"));
+    assert!(
+        out.contains("rc=1") && !out.contains(SECRET),
+        "pushed: {out:?}"
+    );
 }

@@ -13,7 +13,7 @@ use tyr_policy::model::{Action, Verdict};
 
 use super::maps::{
     EVENT_AT_ENTRY, EVENT_FAIL_CLOSED, EVENT_IO_URING, EVENT_LINK, EVENT_NO_PATH, EVENT_RENAME,
-    EVENT_TARGET, NO_RULE, PATH_MAX, TyrEvent,
+    EVENT_TARGET, EVENT_WINDOW, NO_RULE, PATH_MAX, TyrEvent,
 };
 use crate::event::{self, Enforced, Event, Kind};
 
@@ -53,6 +53,11 @@ pub struct KernelEvent {
     pub path: Option<String>,
     /// Destination of a `net_connect` (IPv4-mapped IPv6 is reported as IPv4).
     pub dest: Option<SocketAddr>,
+    /// The decisions this event stands for: 1, plus identical allows suppressed in-kernel
+    /// before it (or, for an event of the sweep, the allows suppressed in a window).
+    pub count: u32,
+    /// An allow event that opened a suppression window (see [`super::allows`]).
+    pub window: bool,
 }
 
 /// File operations other than opens that the kernel decides.
@@ -195,6 +200,8 @@ impl KernelEvent {
             comm: cstr(&bytes::<16>(rec, comm_at)?),
             path,
             dest,
+            count: u32_at(rec, offset_of!(TyrEvent, count))?.max(1),
+            window: flags & EVENT_WINDOW != 0,
         })
     }
 }
@@ -267,7 +274,7 @@ impl KernelEvent {
             discovered_agent_id: (self.discovered_id != 0).then(|| self.discovered_id.to_string()),
             timestamp_ns: clock.unix_ns(self.boot_ns),
             metadata,
-            count: 1,
+            count: u64::from(self.count.max(1)),
         }
     }
 }
@@ -303,6 +310,24 @@ impl BootClock {
     }
 }
 
+/// `CLOCK_BOOTTIME` now, in nanoseconds (the clock of [`KernelEvent::boot_ns`]).
+pub fn boot_now_ns() -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// How often [`EventReader::next`] reads the ring without a wake-up.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Reads typed events from the `tyr_events` ring buffer.
 pub struct EventReader {
     fd: AsyncFd<RingBuf<MapData>>,
@@ -322,10 +347,17 @@ impl EventReader {
     }
 
     /// The next event, waiting for one; malformed records are skipped and counted by the
-    /// caller through the error.
+    /// caller through the error. Allow events do not wake the reader up (see `event_send` in
+    /// `bpf/tyr.bpf.c`): the ring is also read every [`POLL`].
     pub async fn next(&mut self) -> io::Result<Result<KernelEvent, EventError>> {
         loop {
-            let mut guard = self.fd.readable_mut().await?;
+            if let Some(item) = self.fd.get_mut().next() {
+                return Ok(KernelEvent::parse(&item));
+            }
+            let Ok(guard) = tokio::time::timeout(POLL, self.fd.readable_mut()).await else {
+                continue;
+            };
+            let mut guard = guard?;
             if let Some(item) = guard.get_inner_mut().next() {
                 return Ok(KernelEvent::parse(&item));
             }

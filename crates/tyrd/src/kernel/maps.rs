@@ -29,6 +29,8 @@ pub const EVENT_RENAME: u8 = 16;
 pub const EVENT_IO_URING: u8 = 32;
 /// `TyrEvent::flags`: the new name of a link or rename (else its source).
 pub const EVENT_TARGET: u8 = 64;
+/// `TyrEvent::flags`: an allow event that opens a suppression window (`tyr_allows`).
+pub const EVENT_WINDOW: u8 = 128;
 
 /// `TyrProc::flags`: the executable is an interpreter or loader (its read opens are also
 /// decided as exec).
@@ -39,6 +41,7 @@ pub const COUNTER_RINGBUF_DROPS: u32 = 0;
 pub const COUNTER_FORK_FULL: u32 = 1;
 pub const COUNTER_FAIL_CLOSED: u32 = 2;
 pub const COUNTER_UWRITE_FAILED: u32 = 3;
+pub const COUNTER_ALLOW_UNQUEUED: u32 = 4;
 
 /// `rule` value of an event decided by a default.
 pub const NO_RULE: u32 = u32::MAX;
@@ -150,7 +153,9 @@ pub struct TyrConfig {
     pub has_binaries: u8,
     /// Bit `a`: the base layer's table for action `a` has no rules and allows by default.
     pub base_quiet: u8,
-    pub _pad: [u8; 6],
+    pub _pad: u16,
+    /// Different for every table load, never 0 (verdict-cache entries of another are stale).
+    pub epoch: u32,
     pub layer_agent: [u8; MAX_LAYERS],
 }
 
@@ -163,7 +168,8 @@ impl Default for TyrConfig {
             binaries: TyrDfa::default(),
             has_binaries: 0,
             base_quiet: 0,
-            _pad: [0; 6],
+            _pad: 0,
+            epoch: 0,
             layer_agent: [0; MAX_LAYERS],
         }
     }
@@ -203,7 +209,34 @@ pub struct TyrEvent {
     pub family: u8,
     pub _pad2: [u8; 5],
     pub comm: [u8; 16],
+    pub count: u32,
+    pub _pad3: u32,
     pub path: [u8; PATH_MAX],
+}
+
+/// Key of an allow-suppression window (`struct tyr_akey`): the path identity, the process,
+/// the table epoch and the action.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TyrAkey {
+    pub mnt: u64,
+    pub dentry: u64,
+    pub parent: u64,
+    pub name_hash_len: u64,
+    pub inode: u64,
+    pub tgid: u32,
+    pub epoch: u32,
+    pub action: u8,
+    pub _pad: [u8; 7],
+}
+
+/// An allow-suppression window (`struct tyr_aval`): when its event was sent (`ts_ns`) and
+/// the allows suppressed since.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TyrAval {
+    pub last_ns: u64,
+    pub pending: u64,
 }
 
 const _: () = assert!(size_of::<TyrProc>() == 24);
@@ -216,8 +249,10 @@ const _: () = assert!(size_of::<TyrExeKey>() == 256);
 const _: () = assert!(size_of::<TyrPortRange>() == 4);
 const _: () = assert!(size_of::<TyrLpmData>() + 4 == 24);
 const _: () = assert!(size_of::<TyrLpmVal>() == 8);
-const _: () = assert!(size_of::<TyrEvent>() == 4208);
-const _: () = assert!(offset_of!(TyrEvent, path) == 112);
+const _: () = assert!(size_of::<TyrEvent>() == 4216);
+const _: () = assert!(offset_of!(TyrEvent, path) == 120);
+const _: () = assert!(size_of::<TyrAkey>() == 56);
+const _: () = assert!(size_of::<TyrAval>() == 16);
 
 // SAFETY (all impls below): `aya::Pod` requires a `Copy` type that is valid for any bit
 // pattern and has no uninitialised bytes. Each struct is `#[repr(C)]`, made only of integers
@@ -232,3 +267,5 @@ unsafe impl aya::Pod for TyrExeKey {}
 unsafe impl aya::Pod for TyrPortRange {}
 unsafe impl aya::Pod for TyrLpmData {}
 unsafe impl aya::Pod for TyrLpmVal {}
+unsafe impl aya::Pod for TyrAkey {}
+unsafe impl aya::Pod for TyrAval {}

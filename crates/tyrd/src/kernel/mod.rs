@@ -8,12 +8,15 @@
 //! `sys_enter_{link,linkat,rename,renameat,renameat2}` decide on the path string at entry and
 //! make a denied syscall fail before killing; `sys_enter_io_uring_{setup,enter}` kill governed
 //! processes (io_uring bypasses the syscall hooks);
-//! `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2 root) return `EPERM` on deny. Dropping it
-//! detaches every program not pinned.
+//! `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2 root) return `EPERM` on deny. Decisions of
+//! file opens are cached (`tyr_vcache`, see `bpf/tyr_maps.h`); the entry and exit of renames and
+//! mount changes (`tyr_nse_*`, `tyr_nsx_*`) make cached decisions stale. Dropping it detaches
+//! every program not pinned.
 //!
 //! [`Enforcement`] picks the tier: the LSM programs of [`lsm`] over the tracepoint tier when
 //! the kernel runs them, else the tracepoint tier alone, with the reason.
 
+pub mod allows;
 pub mod events;
 pub mod interps;
 pub mod lsm;
@@ -52,7 +55,7 @@ pub enum Hook {
 const TABLES_PER_SLOT: u32 = (maps::MAX_LAYERS * maps::NUM_ACTIONS) as u32;
 
 /// Every map of the tracepoint object (pinned by [`Tracepoints::load_pinned`]).
-pub const MAPS: [&str; 25] = [
+pub const MAPS: [&str; 30] = [
     "tyr_procs",
     "tyr_cgroups",
     "tyr_exes",
@@ -60,6 +63,9 @@ pub const MAPS: [&str; 25] = [
     "tyr_doomed",
     "tyr_alarm",
     "tyr_config",
+    "tyr_vcache",
+    "tyr_nsgen",
+    "tyr_keys",
     "tyr_barrier",
     "tyr_active",
     "tyr_agent_layers",
@@ -78,10 +84,12 @@ pub const MAPS: [&str; 25] = [
     "tyr_counters",
     "tyr_event_scratch",
     "tyr_events",
+    "tyr_allows",
+    "tyr_allow_queue",
 ];
 
 /// The programs of the tracepoint tier, in attach order (identity before enforcement).
-pub const PROGRAMS: [(&str, Hook); 23] = [
+pub const PROGRAMS: [(&str, Hook); 46] = [
     ("tyr_fork", Hook::Btf("sched_process_fork")),
     ("tyr_connect4", Hook::Cgroup("connect4")),
     ("tyr_connect6", Hook::Cgroup("connect6")),
@@ -153,17 +161,113 @@ pub const PROGRAMS: [(&str, Hook); 23] = [
         "tyr_enter_io_uring_enter",
         Hook::Tracepoint("syscalls", "sys_enter_io_uring_enter"),
     ),
+    // Renames and mount changes: the namespace generation of the verdict cache.
+    (
+        "tyr_nse_rename",
+        Hook::Tracepoint("syscalls", "sys_enter_rename"),
+    ),
+    (
+        "tyr_nsx_rename",
+        Hook::Tracepoint("syscalls", "sys_exit_rename"),
+    ),
+    (
+        "tyr_nse_renameat",
+        Hook::Tracepoint("syscalls", "sys_enter_renameat"),
+    ),
+    (
+        "tyr_nsx_renameat",
+        Hook::Tracepoint("syscalls", "sys_exit_renameat"),
+    ),
+    (
+        "tyr_nse_renameat2",
+        Hook::Tracepoint("syscalls", "sys_enter_renameat2"),
+    ),
+    (
+        "tyr_nsx_renameat2",
+        Hook::Tracepoint("syscalls", "sys_exit_renameat2"),
+    ),
+    (
+        "tyr_nse_mount",
+        Hook::Tracepoint("syscalls", "sys_enter_mount"),
+    ),
+    (
+        "tyr_nsx_mount",
+        Hook::Tracepoint("syscalls", "sys_exit_mount"),
+    ),
+    (
+        "tyr_nse_umount",
+        Hook::Tracepoint("syscalls", "sys_enter_umount"),
+    ),
+    (
+        "tyr_nsx_umount",
+        Hook::Tracepoint("syscalls", "sys_exit_umount"),
+    ),
+    (
+        "tyr_nse_move_mount",
+        Hook::Tracepoint("syscalls", "sys_enter_move_mount"),
+    ),
+    (
+        "tyr_nsx_move_mount",
+        Hook::Tracepoint("syscalls", "sys_exit_move_mount"),
+    ),
+    (
+        "tyr_nse_pivot_root",
+        Hook::Tracepoint("syscalls", "sys_enter_pivot_root"),
+    ),
+    (
+        "tyr_nsx_pivot_root",
+        Hook::Tracepoint("syscalls", "sys_exit_pivot_root"),
+    ),
+    (
+        "tyr_nse_fsmount",
+        Hook::Tracepoint("syscalls", "sys_enter_fsmount"),
+    ),
+    (
+        "tyr_nsx_fsmount",
+        Hook::Tracepoint("syscalls", "sys_exit_fsmount"),
+    ),
+    (
+        "tyr_nse_open_tree",
+        Hook::Tracepoint("syscalls", "sys_enter_open_tree"),
+    ),
+    (
+        "tyr_nsx_open_tree",
+        Hook::Tracepoint("syscalls", "sys_exit_open_tree"),
+    ),
+    (
+        "tyr_nse_open_tree_attr",
+        Hook::Tracepoint("syscalls", "sys_enter_open_tree_attr"),
+    ),
+    (
+        "tyr_nsx_open_tree_attr",
+        Hook::Tracepoint("syscalls", "sys_exit_open_tree_attr"),
+    ),
+    (
+        "tyr_nse_unshare",
+        Hook::Tracepoint("syscalls", "sys_enter_unshare"),
+    ),
+    (
+        "tyr_nse_clone",
+        Hook::Tracepoint("syscalls", "sys_enter_clone"),
+    ),
+    (
+        "tyr_nse_clone3",
+        Hook::Tracepoint("syscalls", "sys_enter_clone3"),
+    ),
 ];
 
 /// Syscall tracepoints of calls some architectures lack (arm64 has only the `*at` forms,
-/// whose hooks decide the same operations there).
-const LEGACY_SYSCALLS: [&str; 6] = [
+/// whose hooks decide the same operations there), or older kernels (`open_tree_attr`, 6.15).
+const LEGACY_SYSCALLS: [&str; 9] = [
     "sys_exit_open",
     "sys_exit_creat",
     "sys_enter_open",
     "sys_enter_creat",
     "sys_enter_link",
     "sys_enter_rename",
+    "sys_exit_rename",
+    "sys_enter_open_tree_attr",
+    "sys_exit_open_tree_attr",
 ];
 
 /// Whether `category/tp` is a legacy syscall's tracepoint that this kernel does not have (it
@@ -249,6 +353,9 @@ pub struct Counters {
     /// Syscalls denied at entry whose path string could not be emptied (read-only memory):
     /// the process was killed, but the syscall may have run.
     pub uwrite_failed: u64,
+    /// Suppressed allow events whose window could not be queued for the sweep: reported only
+    /// if the process repeats the operation after the window.
+    pub allow_unqueued: u64,
 }
 
 /// Loads the tracepoint object against `btf` without attaching anything.

@@ -154,7 +154,10 @@ impl Tracepoints {
         self.write_user
     }
 
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, KernelError> {
+    pub(super) fn map_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::maps::Map, KernelError> {
         self.ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))
     }
 
@@ -229,7 +232,12 @@ impl Tracepoints {
             cands: slot * cap("tyr_cands"),
             rules: slot * cap("tyr_rules"),
         };
-        let flat = tables::flatten(tables, generation, allow_events_all, bases)?;
+        let mut flat = tables::flatten(tables, generation, allow_events_all, bases)?;
+        let current = self
+            .array::<TyrConfig>("tyr_config")?
+            .get(&(active & 1), 0)
+            .map_err(map_err("tyr_config"))?;
+        flat.config.epoch = current.epoch.wrapping_add(1).max(1);
         flat.check(cap)?;
         self.write_at("tyr_classes", bases.classes, &flat.classes)?;
         self.write_at("tyr_next", bases.next, &flat.next)?;
@@ -363,6 +371,7 @@ impl Tracepoints {
             fork_full: sum(maps::COUNTER_FORK_FULL)?,
             fail_closed: sum(maps::COUNTER_FAIL_CLOSED)?,
             uwrite_failed: sum(maps::COUNTER_UWRITE_FAILED)?,
+            allow_unqueued: sum(maps::COUNTER_ALLOW_UNQUEUED)?,
         })
     }
 
