@@ -85,7 +85,8 @@ pub struct Enforcer {
     /// Directory name of the agent-type cgroups under the cgroup v2 root.
     agents_cgroup: String,
     clock: BootClock,
-    ring_drops: Option<u64>,
+    /// The kernel counters as of the last tick.
+    counters: Option<crate::kernel::Counters>,
     /// Userspace classification notices (none without the proc connector).
     notices: Option<Receiver<Notice>>,
     discovery: Discovery,
@@ -160,7 +161,7 @@ impl Enforcer {
             cgroups: Vec::new(),
             agents_cgroup: agents_cgroup.to_owned(),
             clock: BootClock::new().map_err(|e| format!("clock: {e}"))?,
-            ring_drops: None,
+            counters: None,
             notices: None,
             discovery: Discovery::new(&config.name),
             procs: HashMap::new(),
@@ -414,13 +415,33 @@ impl Enforcer {
     /// Kernel ring-buffer drops since the last call (0 without a kernel side). Also applies
     /// the queued userspace notices ([`Enforcer::poll`]): the event loop calls this on every
     /// tick.
+    /// Kernel counters that rose since the last call are logged as warnings.
     pub fn ring_drops(&mut self) -> u64 {
         self.poll();
-        let Some(Ok(now)) = self.with_tp(|tp| tp.counters().map(|c| c.ringbuf_drops)) else {
+        let Some(Ok(now)) = self.with_tp(|tp| tp.counters()) else {
             return 0;
         };
-        let before = self.ring_drops.replace(now).unwrap_or(now);
-        now.saturating_sub(before)
+        let before = self.counters.replace(now).unwrap_or(now);
+        let rose = |what: &str, b: u64, n: u64| {
+            if n > b {
+                tracing::warn!(
+                    counter = what,
+                    total = n,
+                    new = n - b,
+                    "kernel counter rose"
+                );
+            }
+        };
+        rose("fork_full", before.fork_full, now.fork_full);
+        rose("fail_closed", before.fail_closed, now.fail_closed);
+        rose("uwrite_failed", before.uwrite_failed, now.uwrite_failed);
+        rose("allow_unqueued", before.allow_unqueued, now.allow_unqueued);
+        now.ringbuf_drops.saturating_sub(before.ringbuf_drops)
+    }
+
+    /// Kernel ring-buffer drops since the kernel side was loaded, as of the last tick.
+    pub fn ring_drops_total(&self) -> u64 {
+        self.counters.map_or(0, |c| c.ringbuf_drops)
     }
 
     /// The allows suppressed in-kernel whose window ended ([`AllowSweep`]), as pipeline

@@ -320,10 +320,11 @@ impl Stream {
 
     async fn send_heartbeat(&self, s: &Session) -> Result<(), End> {
         let last_seq = *self.spool.last_seq.borrow();
+        let ring_drops = lock(&self.enforcer).ring_drops_total();
         s.send(Msg::Heartbeat(Heartbeat {
             sent_at_ns: now_ns(),
             spool_pending: last_seq.saturating_sub(s.acked.unwrap_or(last_seq)),
-            ring_drops: 0,
+            ring_drops,
         }))
         .await
     }
