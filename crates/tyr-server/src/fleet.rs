@@ -35,6 +35,12 @@ pub enum Notice {
     },
     /// The daemon was revoked: close its stream and refuse it from now on.
     DaemonRevoked { daemon_id: String },
+    /// An admin reclassified one of the daemon's discovered agents.
+    Reclassified {
+        daemon_id: String,
+        discovered_agent_id: String,
+        agent_type: String,
+    },
 }
 
 /// One layer of an effective set: a policy version, and the agent type of an overlay.
@@ -157,6 +163,15 @@ impl Fleet {
         }
         let _ = self.notices.send(Notice::DaemonRevoked {
             daemon_id: daemon_id.to_owned(),
+        });
+    }
+
+    /// Call after a discovered agent's type changed: its daemon governs it as the new type.
+    pub fn reclassified(&self, daemon_id: &str, discovered_agent_id: &str, agent_type: &str) {
+        let _ = self.notices.send(Notice::Reclassified {
+            daemon_id: daemon_id.to_owned(),
+            discovered_agent_id: discovered_agent_id.to_owned(),
+            agent_type: agent_type.to_owned(),
         });
     }
 

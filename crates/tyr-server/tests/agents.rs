@@ -209,6 +209,7 @@ async fn discovered_agents_lifecycle(backend: Backend) {
             .json(&body)
             .send()
     };
+    let mut notices = s.running_fleet().subscribe_notices();
     let r = patch(
         &a1,
         json!({"display_name": "Alice's Claude", "agent_type": "claude-code-beta"}),
@@ -216,6 +217,22 @@ async fn discovered_agents_lifecycle(backend: Backend) {
     .await
     .expect("patch");
     assert_eq!(r.status(), StatusCode::OK);
+    // The owning daemon's stream is told (it sends `Reclassify`).
+    match notices.try_recv() {
+        Ok(tyr_server::fleet::Notice::Reclassified {
+            daemon_id,
+            discovered_agent_id,
+            agent_type,
+        }) => assert_eq!(
+            (
+                daemon_id.as_str(),
+                discovered_agent_id.as_str(),
+                agent_type.as_str()
+            ),
+            (d.as_str(), a1.as_str(), "claude-code-beta")
+        ),
+        other => panic!("expected a reclassification notice, got {other:?}"),
+    }
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["display_name"], "Alice's Claude");
     assert_eq!(body["agent_type"], "claude-code-beta");

@@ -387,6 +387,36 @@ impl Enforcer {
         self.discovery.all()
     }
 
+    /// Governs the live processes of the discovered agent `discovered_id` as `agent_type`
+    /// from now on (an admin's reclassification, e.g. out of quarantine); their children
+    /// inherit it at fork. Returns how many processes were moved.
+    pub fn reclassify(&mut self, discovered_id: &str, agent_type: &str) -> Result<usize, String> {
+        self.poll();
+        let known = self.agent_types.iter().any(|t| t == agent_type);
+        let type_id = self.agent_id(agent_type)?;
+        if !known && let Some(current) = self.active.last() {
+            // A new kernel id: the tables must know it before a process carries it.
+            let (version, pushed) = (current.version.clone(), current.pushed.clone());
+            self.apply(&version, pushed)?;
+        }
+        let pids = self
+            .discovery
+            .reclassify(discovered_id, agent_type, identity::unix_ns())
+            .ok_or_else(|| format!("no discovered agent {discovered_id}"))?;
+        let mut moved = 0;
+        for pid in pids {
+            let done = self.with_tp(|tp| match tp.process(pid) {
+                Ok(Some(mut p)) => {
+                    p.agent_type_id = type_id;
+                    tp.set_process(pid, p).is_ok()
+                }
+                _ => false,
+            });
+            moved += usize::from(done == Some(true));
+        }
+        Ok(moved)
+    }
+
     /// Which allow events are reported (`events.allow`, or the server's override).
     pub fn events_allow(&self) -> AllowEvents {
         if self.allow_all {
@@ -712,5 +742,30 @@ mod tests {
                 assert_eq!(active.generation, 2, "recompiled for the working dir");
             }
         }
+    }
+
+    #[test]
+    fn an_admin_reclassifies_a_quarantined_agent() {
+        let (mut e, tx) = fed("quarantine");
+        tx.send(exec(300, 1, "/usr/bin/python3", Some(Class::Unregistered)))
+            .expect("send");
+        let id = e.discovered_changes()[0].id.clone();
+        assert!(e.reclassify("no-such-agent", "claude-code").is_err());
+        // No kernel side here: the identity write is what the root tests cover.
+        assert_eq!(e.reclassify(&id, "claude-code"), Ok(0));
+        let changes = e.discovered_changes();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (changes[0].id.as_str(), changes[0].agent_type.as_str()),
+            (id.as_str(), "claude-code")
+        );
+        assert_eq!(changes[0].pids, [300]);
+        // A type the daemon never saw gets a kernel id and the tables are rebuilt for it.
+        let generation = e.active.last().map(|a| a.generation);
+        assert_eq!(e.reclassify(&id, "my-new-agent"), Ok(0));
+        assert_eq!(
+            e.active.last().map(|a| a.generation),
+            generation.map(|g| g + 1)
+        );
     }
 }

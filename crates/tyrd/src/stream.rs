@@ -277,6 +277,21 @@ impl Stream {
                 s.acked = Some(last);
                 self.fill(s).await
             }
+            server_message::Msg::Reclassify(r) => {
+                match lock(&self.enforcer).reclassify(&r.discovered_agent_id, &r.agent_type) {
+                    Ok(moved) => tracing::info!(
+                        discovered_agent_id = %r.discovered_agent_id,
+                        agent_type = %r.agent_type,
+                        processes = moved,
+                        "discovered agent reclassified by the server"
+                    ),
+                    Err(e) => tracing::warn!(
+                        discovered_agent_id = %r.discovered_agent_id,
+                        "reclassification not applied: {e}"
+                    ),
+                }
+                Ok(())
+            }
             server_message::Msg::RenewResponse(r) => {
                 s.renewing = false;
                 match self

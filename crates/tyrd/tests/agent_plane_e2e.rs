@@ -568,6 +568,24 @@ async fn discovered_agents_and_their_exit_reach_the_server() {
     .await;
     let agent_uuid = found["id"].as_str().expect("id").to_owned();
 
+    // An admin's reclassification reaches the daemon, which moves the live process.
+    let (status, body) = admin
+        .patch(
+            &format!("/api/v1/discovered-agents/{agent_uuid}"),
+            &json!({"agent_type": "codex"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let log = wait_for("the reclassification applied by the daemon", WAIT, || {
+        let log = d.log();
+        std::future::ready(
+            log.contains("discovered agent reclassified by the server")
+                .then_some(log),
+        )
+    })
+    .await;
+    assert!(log.contains("processes=1"), "{log}");
+
     // Its exit is reported at the next heartbeat: no live pids any more.
     let _ = agent.kill();
     let _ = agent.wait();

@@ -280,6 +280,17 @@ impl Session {
                 tracing::info!(agent_id = %self.agent_id, "daemon revoked: session cut");
                 Err(revoked())
             }
+            Ok(Notice::Reclassified {
+                daemon_id,
+                discovered_agent_id,
+                agent_type,
+            }) if daemon_id == self.agent_id => {
+                self.send(server_message::Msg::Reclassify(agent::Reclassify {
+                    discovered_agent_id,
+                    agent_type,
+                }))
+                .await
+            }
             Ok(Notice::AssignmentChanged {
                 target_type,
                 target_id,

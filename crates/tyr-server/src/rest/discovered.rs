@@ -164,6 +164,9 @@ async fn edit(
         .await?
         .ok_or_else(|| not_found(&id))?;
     tracing::info!(by = %user.username, discovered_agent_id = %id, "discovered agent edited");
+    if let Some(t) = &body.agent_type {
+        state.fleet.reclassified(&a.daemon_id, &a.id, t);
+    }
     Ok(JsonOut(a.into()))
 }
 

@@ -139,6 +139,18 @@ impl Discovery {
         true
     }
 
+    /// Gives the agent `id` the type `agent_type` (an admin's reclassification); its live
+    /// pids, or `None` when there is no such agent.
+    pub fn reclassify(&mut self, id: &str, agent_type: &str, now: u64) -> Option<Vec<u32>> {
+        let (&key, a) = self.agents.iter_mut().find(|(_, a)| a.id == id)?;
+        if a.agent_type != agent_type {
+            a.agent_type = agent_type.to_owned();
+            a.last_seen = now;
+            self.changed.insert(key);
+        }
+        Some(a.pids.iter().copied().collect())
+    }
+
     /// `tgid` exited.
     pub fn exit(&mut self, tgid: u32, now: u64) {
         if let Some(key) = self.pids.remove(&tgid) {
