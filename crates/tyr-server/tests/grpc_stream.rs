@@ -157,6 +157,65 @@ async fn stream_refuses_callers_without_a_live_ca_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclassifications_reach_the_daemon_live_and_after_a_reconnect() {
+    let server = server().await;
+    let admin = server.admin().await;
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+    let mut s = connected(&server, &creds).await;
+    let id = "0192f0c4-1111-8000-8000-000000000001";
+    let update = tyr_proto::agent::DiscoveredAgentUpdate {
+        id: id.into(),
+        agent_type: "quarantine".into(),
+        display_name: "python3".into(),
+        process_signature: "quarantine:/usr/bin/python3:uid=1000".into(),
+        pids: vec![4242],
+        first_seen_ns: 1,
+        last_seen_ns: 2,
+    };
+    send(&s, Msg::DiscoveredAgent(update.clone())).await;
+    let found = tyr_testkit::wait_for("the discovered agent", WAIT, || {
+        let admin = &admin;
+        async move {
+            let (status, _) = admin.get(&format!("/api/v1/discovered-agents/{id}")).await;
+            (status == 200).then_some(())
+        }
+    });
+    found.await;
+    let (status, body) = admin
+        .patch(
+            &format!("/api/v1/discovered-agents/{id}"),
+            &serde_json::json!({"agent_type": "codex"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let expected = server_message::Msg::Reclassify(tyr_proto::agent::Reclassify {
+        discovered_agent_id: id.into(),
+        agent_type: "codex".into(),
+    });
+    assert_eq!(next(&mut s).await.expect("live"), expected);
+
+    // The daemon was away (or restarted) and still reports its own type: told again.
+    drop(s);
+    let mut s = connected(&server, &creds).await;
+    send(&s, Msg::DiscoveredAgent(update.clone())).await;
+    assert_eq!(next(&mut s).await.expect("replayed"), expected);
+    // Once it reports the admin's type, nothing more is sent.
+    let applied = tyr_proto::agent::DiscoveredAgentUpdate {
+        agent_type: "codex".into(),
+        ..update
+    };
+    send(&s, Msg::DiscoveredAgent(applied)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), s.rx.message())
+            .await
+            .is_err(),
+        "no further message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_cuts_a_live_stream() {
     let server = server().await;
     let admin = server.admin().await;

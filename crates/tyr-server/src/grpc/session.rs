@@ -409,6 +409,15 @@ impl Session {
             .upsert_discovered_agent(&self.agent_id, update)
             .await;
         match stored {
+            // An admin reclassified it (perhaps while the daemon was away): say so again
+            // until the daemon reports the admin's type.
+            Ok(a) if a.agent_type != u.agent_type => {
+                self.send(server_message::Msg::Reclassify(agent::Reclassify {
+                    discovered_agent_id: a.id,
+                    agent_type: a.agent_type,
+                }))
+                .await
+            }
             Ok(_) => Ok(()),
             Err(StoreError::Conflict) => {
                 tracing::warn!(agent_id = %self.agent_id, id = %u.id, "discovered agent id belongs to another daemon");
