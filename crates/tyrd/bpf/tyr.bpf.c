@@ -62,6 +62,15 @@ struct {
 	__type(value, __u32);
 } tyr_doomed SEC(".maps");
 
+/* Thread groups killed by a deny at syscall entry (reported there): the exit decision of the
+ * same open does not report the deny again. Removed when the group exits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TYR_DOOMED_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} tyr_entry_killed SEC(".maps");
+
 /* Entry 0: number of doomed processes not yet exited (0 = skip the doomed lookup; entries
  * the LRU evicts are never subtracted, which only costs lookups). */
 struct {
@@ -1016,8 +1025,16 @@ __noinline int tyr_allow_open(__u64 ts)
 	return 0;
 }
 
+/* Whether the caller's thread group was killed (and reported) by a deny at syscall entry. */
+static __always_inline int killed_at_entry(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&tyr_entry_killed, &tgid) != NULL;
+}
+
 /* Kills on deny and reports per the events rule; builds the path for allow events (an allow
- * in the suppression window of an earlier event is only counted). */
+ * in the suppression window of an earlier event is only counted). A deny of a process that
+ * a deny at syscall entry already killed is not reported again. */
 static __always_inline void enforce(struct decide *d, const struct tyr_proc *proc,
 				    struct tyr_config *cfg, struct dentry *dentry,
 				    struct vfsmount *mnt, __u32 open_flags)
@@ -1027,7 +1044,11 @@ static __always_inline void enforce(struct decide *d, const struct tyr_proc *pro
 	if (d->fail)
 		count(TYR_COUNTER_FAIL_CLOSED);
 	if (d->verdict == TYR_VERDICT_DENY) {
+		/* Already killed by the entry decision of this syscall: reported there. */
+		int reported = killed_at_entry();
 		bpf_send_signal(SIGKILL);
+		if (reported)
+			return;
 		enforced = TYR_ENFORCED_KILLED;
 	} else if (d->verdict == TYR_VERDICT_ALLOW) {
 		int agent = proc && proc->agent_type_id;
@@ -1320,7 +1341,7 @@ int tyr_exit_by_handle(struct sys_exit_ctx *ctx)
 	return on_open(ctx->ret);
 }
 
-/* ---- syscall entry: O_CREAT/O_TRUNC opens, link, rename, io_uring ----
+/* ---- syscall entry: O_CREAT/O_TRUNC opens, governed opens, link, rename, io_uring ----
  *
  * A kill at syscall entry does not stop the syscall: a denied one is made to fail first by
  * emptying its path string in the caller's memory (the kernel copies it after this
@@ -1329,6 +1350,7 @@ int tyr_exit_by_handle(struct sys_exit_ctx *ctx)
 #define O_ACCMODE 3
 #define O_CREAT 0100
 #define O_TRUNC 01000
+#define O_PATH 010000000
 #define RENAME_EXCHANGE 2
 
 struct sys_enter_ctx {
@@ -1351,6 +1373,10 @@ static __always_inline void refuse_at_entry(__u64 upath)
 	bpf_send_signal(SIGKILL);
 }
 
+/* In tyr_at_entry's op: decide a governed caller only, and on deny kill it without emptying
+ * the string (an open without O_CREAT/O_TRUNC changes nothing before the exit decision). */
+#define ENTRY_KILL_ONLY 0x100
+
 /* Decides the user path string upath (relative to dfd) for fmode; a deny refuses the syscall
  * and returns 1. Alerts of links and renames are reported here (no later hook sees them);
  * opens report theirs at exit. Global: verified once. */
@@ -1360,7 +1386,8 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 	struct tyr_proc *proc;
 	int is_doomed;
 	struct tyr_config *cfg = begin(&d, &proc, &is_doomed);
-	if (!cfg || (!proc && !is_doomed && quiet(cfg, READ_WRITE)))
+	if (!cfg || (!proc && (op & ENTRY_KILL_ONLY)) ||
+	    (!proc && !is_doomed && quiet(cfg, READ_WRITE)))
 		return 0;
 	__u32 flags = TYR_EVENT_AT_ENTRY | (op & 0xff);
 	if (is_doomed) {
@@ -1370,13 +1397,22 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 		return 1;
 	}
 	decide_open(&d, NULL, NULL, fmode);
+	/* Only a deny of the string: one that cannot be decided (e.g. not yet paged in, which
+	 * is common for strings in a library's read-only data) is left to the exit decision. */
+	if ((op & ENTRY_KILL_ONLY) && (d.fail || d.verdict != TYR_VERDICT_DENY))
+		return 0;
 	if (d.fail)
 		count(TYR_COUNTER_FAIL_CLOSED);
 	__u8 enforced = TYR_ENFORCED_NONE;
 	if (d.verdict == TYR_VERDICT_DENY) {
-		refuse_at_entry(upath);
+		if (op & ENTRY_KILL_ONLY)
+			bpf_send_signal(SIGKILL);
+		else
+			refuse_at_entry(upath);
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32, one = 1;
+		bpf_map_update_elem(&tyr_entry_killed, &tgid, &one, BPF_ANY);
 		enforced = TYR_ENFORCED_KILLED;
-	} else if (d.verdict != TYR_VERDICT_ALERT || !op) {
+	} else if (d.verdict != TYR_VERDICT_ALERT || !(op & 0xff)) {
 		return 0;
 	}
 	if (!d.path.built)
@@ -1385,15 +1421,30 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 	return enforced == TYR_ENFORCED_KILLED;
 }
 
+/* Whether the caller has a process-map identity. */
+static __always_inline int governed(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&tyr_procs, &tgid) != NULL;
+}
+
 /* O_CREAT or O_TRUNC changes the file before the exit decision: decided here, as a write
- * (and a read when the access mode reads). */
+ * (and a read when the access mode reads). Other opens of governed processes are decided
+ * here too, by access mode, so that a deny kills the thread group before the open returns
+ * an fd a sibling thread could use; the exit decision on the opened file still holds. */
 static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
 {
-	if (!(flags & (O_CREAT | O_TRUNC)))
-		return 0;
 	__u32 acc = flags & O_ACCMODE;
-	__u32 fmode = FMODE_WRITE | (acc != 1 ? FMODE_READ : 0);
-	tyr_at_entry(dfd, upath, fmode, (__u32)flags, 0);
+	if (flags & (O_CREAT | O_TRUNC)) {
+		__u32 fmode = FMODE_WRITE | (acc != 1 ? FMODE_READ : 0);
+		tyr_at_entry(dfd, upath, fmode, (__u32)flags, 0);
+		return 0;
+	}
+	/* O_PATH and access mode 3 open for neither reading nor writing. */
+	if ((flags & O_PATH) || acc == O_ACCMODE || !governed())
+		return 0;
+	__u32 fmode = acc == 0 ? FMODE_READ : acc == 1 ? FMODE_WRITE : FMODE_READ | FMODE_WRITE;
+	tyr_at_entry(dfd, upath, fmode, (__u32)flags, ENTRY_KILL_ONLY);
 	return 0;
 }
 
@@ -1601,6 +1652,7 @@ int BPF_PROG(tyr_exit, struct task_struct *task)
 		return 0;
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	bpf_map_delete_elem(&tyr_procs, &tgid);
+	bpf_map_delete_elem(&tyr_entry_killed, &tgid);
 	if (!bpf_map_delete_elem(&tyr_doomed, &tgid)) {
 		__u32 zero = 0;
 		__u64 *alarm = bpf_map_lookup_elem(&tyr_alarm, &zero);

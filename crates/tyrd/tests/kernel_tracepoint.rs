@@ -1313,3 +1313,32 @@ fn repeated_allows_are_counted_not_repeated() {
         "swept twice"
     );
 }
+
+/// A governed read open of a denied file is decided at syscall entry too, on the path string
+/// (here relative to the cwd): the kill is sent before the open returns an fd a sibling
+/// thread could use, and the exit decision of the same open is not reported again.
+#[test]
+fn a_governed_read_of_a_denied_file_is_killed_at_entry() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let public = fx.p("home/public.txt");
+    let out = fx.as_agent(&format!(
+        "cd {}; cat .ssh/id_rsa; echo rc=$?; cat {public}",
+        fx.p("home")
+    ));
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    assert!(out.contains("rc=137") && out.contains("public"), "{out:?}");
+    let ev = fx.event("deny of the secret", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+    assert!(ev.at_entry, "decided at exit only: {ev:?}");
+    assert_eq!((ev.rule, ev.fail_closed), (Some(0), false), "{ev:?}");
+    assert_eq!(ev.comm, "cat");
+    // The next cat runs after the killed one is gone: no second deny comes before its read.
+    let again = std::cell::Cell::new(0);
+    fx.event("allow of the public file", |e| {
+        again.set(again.get() + usize::from(killed_deny(e, Action::FileRead, &secret)));
+        e.verdict == Verdict::Allow && e.path.as_deref() == Some(public.as_str())
+    });
+    assert_eq!(again.get(), 0, "the exit decision was reported too");
+}

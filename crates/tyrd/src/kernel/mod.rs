@@ -55,12 +55,13 @@ pub enum Hook {
 const TABLES_PER_SLOT: u32 = (maps::MAX_LAYERS * maps::NUM_ACTIONS) as u32;
 
 /// Every map of the tracepoint object (pinned by [`Tracepoints::load_pinned`]).
-pub const MAPS: [&str; 30] = [
+pub const MAPS: [&str; 31] = [
     "tyr_procs",
     "tyr_cgroups",
     "tyr_exes",
     "tyr_interps",
     "tyr_doomed",
+    "tyr_entry_killed",
     "tyr_alarm",
     "tyr_config",
     "tyr_vcache",
