@@ -245,6 +245,14 @@ struct {
 	__uint(max_entries, TYR_RINGBUF_SIZE);
 } tyr_events SEC(".maps");
 
+/* Entry-time allow cache (see tyr_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TYR_ECACHE_MAX);
+	__type(key, struct tyr_ekey);
+	__type(value, struct tyr_eval);
+} tyr_ecache SEC(".maps");
+
 /* Allow-event suppression windows (see tyr_maps.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -284,6 +292,9 @@ struct tyr_keys {
 	struct tyr_akey a;
 	struct tyr_vval vv;
 	struct tyr_aval av;
+	/* The entry cache's key, and the epoch and namespace generation read before deciding. */
+	struct tyr_ekey e;
+	struct tyr_eval ev;
 	/* tyr_allow_check keyed a window for the event being sent. */
 	__u64 window;
 };
@@ -546,6 +557,8 @@ __noinline int tyr_resolve_user(struct built_path *out, __s32 dfd, __u64 upath)
 					 (const void *)upath);
 	if (n <= 0 || n >= TYR_PATH_MAX)
 		return 0;
+	u->str_off = blen + 1;
+	u->str_len = n - 1;
 	struct norm_walk w = {.in_len = blen + n};
 	bpf_loop(TYR_SCRATCH_SIZE / NORM_CHUNK + 1, norm_step, &w, 0);
 	if (w.err)
@@ -1377,6 +1390,123 @@ static __always_inline void refuse_at_entry(__u64 upath)
  * the string (an open without O_CREAT/O_TRUNC changes nothing before the exit decision). */
 #define ENTRY_KILL_ONLY 0x100
 
+/* ---- the entry-time allow cache of kill-only decisions (tyr_ecache, see tyr_maps.h) ---- */
+
+struct hash_walk {
+	__u64 h;
+	__u32 off;
+	__u32 len;
+	__u8 err;
+};
+
+/* FNV-1a over 8-byte words (the bytes past the end of the string masked out). */
+static long hash_step(__u32 i, void *data)
+{
+	struct hash_walk *w = data;
+	__u32 zero = 0;
+	struct tyr_upath *u = bpf_map_lookup_elem(&tyr_upath, &zero);
+	__u32 done = i * 8;
+	if (!u || done >= w->len) {
+		w->err = !u;
+		return 1;
+	}
+	__u32 k = (w->off + done) & SCRATCH_MASK;
+	if (k > TYR_SCRATCH_SIZE - 8) {
+		w->err = 1;
+		return 1;
+	}
+	__u64 word = *(__u64 *)&u->in[k];
+	__u32 rest = w->len - done;
+	if (rest < 8)
+		word &= (1ULL << (rest * 8)) - 1;
+	w->h = (w->h ^ word) * 0x100000001b3ULL;
+	w->h ^= w->h >> 29;
+	return 0;
+}
+
+/* Hashes the len bytes at off of the resolution scratch into the entry key scratch; 1 when
+ * they cannot be hashed. Global: verified once. */
+__noinline int tyr_entry_hash(__u32 off, __u32 len)
+{
+	__u32 zero = 0;
+	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
+	struct hash_walk w = {.h = 0xcbf29ce484222325ULL, .off = off, .len = len};
+	if (!ks || len >= TYR_PATH_MAX)
+		return 1;
+	bpf_loop((len + 7) / 8, hash_step, &w, 0);
+	ks->e.hash = w.h;
+	return w.err;
+}
+
+/* The entry cache key of a kill-only decision of the user string upath, with the epoch and
+ * namespace generation read now (before deciding); NULL when it is not cached (unreadable
+ * string, relative to a dirfd, no epoch). */
+static __always_inline struct tyr_keys *entry_key(const struct decide *d,
+						  const struct tyr_proc *proc,
+						  const struct tyr_config *cfg, __s32 dfd,
+						  __u64 upath, __u32 fmode)
+{
+	__u32 zero = 0;
+	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
+	struct tyr_upath *u = bpf_map_lookup_elem(&tyr_upath, &zero);
+	if (!ks || !u || !cfg->epoch)
+		return NULL;
+	ks->ev.nsgen = ns_generation();
+	ks->ev.epoch = cfg->epoch;
+	ks->ev._pad = 0;
+	long n = bpf_probe_read_user_str(u->in, TYR_PATH_MAX, (const void *)upath);
+	if (n <= 1 || n >= TYR_PATH_MAX)
+		return NULL;
+	struct tyr_ekey *k = &ks->e;
+	__builtin_memset(k, 0, sizeof(*k));
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct path p;
+	if (u->in[0] != '/') {
+		if (dfd != AT_FDCWD)
+			return NULL;
+		BPF_CORE_READ_INTO(&p, fs, pwd);
+		k->base_dentry = (__u64)p.dentry;
+		k->base_mnt = (__u64)p.mnt;
+	}
+	BPF_CORE_READ_INTO(&p, fs, root);
+	k->root_dentry = (__u64)p.dentry;
+	k->root_mnt = (__u64)p.mnt;
+	k->binary_mask = d->binary_mask;
+	k->len = n - 1;
+	k->agent = d->agent;
+	k->fmode = fmode & (FMODE_READ | FMODE_WRITE);
+	k->interp = proc && (proc->flags & TYR_PROC_INTERP);
+	if (tyr_entry_hash(0, n - 1))
+		return NULL;
+	return ks;
+}
+
+/* Whether the key in ks has a current allow. */
+static __always_inline int entry_hit(struct tyr_keys *ks)
+{
+	struct tyr_eval *v = bpf_map_lookup_elem(&tyr_ecache, &ks->e);
+	return v && v->epoch == ks->ev.epoch && v->nsgen == ks->ev.nsgen;
+}
+
+/* Stores the allow decided in d for the key in ks, only if the decision did not read the
+ * string (no table needed the path) or read the very bytes hashed (a sibling thread may have
+ * changed the string in between). */
+static __always_inline void entry_store(const struct decide *d, struct tyr_keys *ks)
+{
+	__u32 zero = 0;
+	if (d->fail || d->verdict != TYR_VERDICT_ALLOW)
+		return;
+	if (d->path.built) {
+		struct tyr_upath *u = bpf_map_lookup_elem(&tyr_upath, &zero);
+		__u64 h = ks->e.hash;
+		if (d->path.bad || !u || u->str_len != ks->e.len ||
+		    tyr_entry_hash(u->str_off, u->str_len) || ks->e.hash != h)
+			return;
+	}
+	bpf_map_update_elem(&tyr_ecache, &ks->e, &ks->ev, BPF_ANY);
+}
+
 /* Decides the user path string upath (relative to dfd) for fmode; a deny refuses the syscall
  * and returns 1. Alerts of links and renames are reported here (no later hook sees them);
  * opens report theirs at exit. Global: verified once. */
@@ -1396,11 +1526,20 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 		emit(&d, NULL, flags, TYR_ENFORCED_KILLED, oflags, cfg->generation);
 		return 1;
 	}
+	struct tyr_keys *ks = NULL;
+	if (op & ENTRY_KILL_ONLY) {
+		ks = entry_key(&d, proc, cfg, dfd, upath, fmode);
+		if (ks && entry_hit(ks))
+			return 0;
+	}
 	decide_open(&d, NULL, NULL, fmode);
 	/* Only a deny of the string: one that cannot be decided (e.g. not yet paged in, which
 	 * is common for strings in a library's read-only data) is left to the exit decision. */
-	if ((op & ENTRY_KILL_ONLY) && (d.fail || d.verdict != TYR_VERDICT_DENY))
+	if ((op & ENTRY_KILL_ONLY) && (d.fail || d.verdict != TYR_VERDICT_DENY)) {
+		if (ks)
+			entry_store(&d, ks);
 		return 0;
+	}
 	if (d.fail)
 		count(TYR_COUNTER_FAIL_CLOSED);
 	__u8 enforced = TYR_ENFORCED_NONE;

@@ -245,6 +245,36 @@ struct tyr_vval {
 };
 _Static_assert(sizeof(struct tyr_vval) == 24, "tyr_vval layout");
 
+/* Entry-time allow cache (tyr_ecache, LRU): the ALLOW decisions of governed opens at syscall
+ * entry (the kill-only decision; the exit decision on the opened file stays authoritative),
+ * keyed by a 64-bit hash of the raw user string with its length, the base directory of a
+ * relative string (the cwd; strings relative to another dirfd are not cached), the root and
+ * the caller's identity and mode. Entries are used under the same rules as tyr_vcache's (table
+ * epoch and namespace generation read before deciding). A hash collision can only skip the
+ * entry-time kill of an open: the exit decision still denies it, so 64 bits suffice. */
+#define TYR_ECACHE_MAX 16384
+struct tyr_ekey {
+	__u64 hash;
+	__u64 base_dentry;
+	__u64 base_mnt;
+	__u64 root_dentry;
+	__u64 root_mnt;
+	__u64 binary_mask;
+	__u32 len;
+	__u8 agent;
+	__u8 fmode;
+	__u8 interp;
+	__u8 _pad;
+};
+_Static_assert(sizeof(struct tyr_ekey) == 56, "tyr_ekey layout");
+
+struct tyr_eval {
+	__u64 nsgen;
+	__u32 epoch;
+	__u32 _pad;
+};
+_Static_assert(sizeof(struct tyr_eval) == 16, "tyr_eval layout");
+
 /* Allow-event suppression (tyr_allows, LRU): one entry per (process, path identity, action,
  * table epoch) whose allow event was sent at last_ns. Repeats within TYR_ALLOW_WINDOW_NS are
  * counted in pending (the first one also queues the key in tyr_allow_queue); the next event
@@ -274,6 +304,9 @@ _Static_assert(sizeof(struct tyr_aval) == 16, "tyr_aval layout");
 struct tyr_upath {
 	char in[TYR_SCRATCH_SIZE];
 	__u16 stack[TYR_MAX_DEPTH];
+	/* Where the user string (without its NUL) was read into `in` by the last resolution. */
+	__u32 str_off;
+	__u32 str_len;
 };
 
 /* Key of the agent-executables table: the NUL-padded absolute path. */

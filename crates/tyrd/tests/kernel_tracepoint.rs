@@ -1208,9 +1208,16 @@ fn cached_verdicts_follow_policy_pushes() {
             "generation {generation}: {out:?}"
         );
     }
-    fx.event("deny after the push", |e| {
-        killed_deny(e, Action::FileRead, &file) && e.generation == 22
-    });
+    // The allows cached at syscall entry are not reused either: each deny kills at entry.
+    for generation in [20, 22] {
+        let ev = fx.event("deny after the push", |e| {
+            killed_deny(e, Action::FileRead, &file) && e.generation == generation
+        });
+        assert!(
+            ev.at_entry,
+            "generation {generation} decided at exit: {ev:?}"
+        );
+    }
 }
 
 /// A file whose directory is renamed under a denied path is denied there, although its own

@@ -55,7 +55,7 @@ pub enum Hook {
 const TABLES_PER_SLOT: u32 = (maps::MAX_LAYERS * maps::NUM_ACTIONS) as u32;
 
 /// Every map of the tracepoint object (pinned by [`Tracepoints::load_pinned`]).
-pub const MAPS: [&str; 31] = [
+pub const MAPS: [&str; 32] = [
     "tyr_procs",
     "tyr_cgroups",
     "tyr_exes",
@@ -65,6 +65,7 @@ pub const MAPS: [&str; 31] = [
     "tyr_alarm",
     "tyr_config",
     "tyr_vcache",
+    "tyr_ecache",
     "tyr_nsgen",
     "tyr_keys",
     "tyr_barrier",
