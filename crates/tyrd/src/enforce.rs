@@ -138,7 +138,10 @@ impl Enforcer {
                 "{AGENTS_CGROUP_ENV}={agents_cgroup:?}: expected one directory name"
             ));
         }
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_else(|e| {
+            tracing::error!("/etc/passwd: {e}: `~/` patterns match no home directory");
+            String::new()
+        });
         let mut report = CapabilityReport {
             kernel_version: crate::enroll::kernel_version(),
             tier: agent::Tier::Observe.into(),
@@ -269,15 +272,23 @@ impl Enforcer {
     }
 
     /// Loads `state_dir/policy.json`, else (or when it no longer compiles) the audit base.
+    /// A file that exists but cannot be read or parsed is logged as an error: the daemon then
+    /// enforces only the audit base until the server pushes again.
     fn load_saved(&mut self, state_dir: &Path) {
-        let saved = std::fs::read_to_string(state_dir.join("policy.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|doc| {
-                let version = doc["policy_version"].as_str()?.to_owned();
-                let set = serde_json::from_value(doc["effective_set"].clone()).ok()?;
-                Some((version, set))
-            });
+        let path = state_dir.join("policy.json");
+        let saved = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(Err(e.to_string())),
+            Ok(text) => Some(saved_policy(&text)),
+        };
+        let saved = match saved {
+            Some(Err(e)) => {
+                tracing::error!(path = %path.display(), "saved policy unusable, enforcing the audit base until the next push: {e}");
+                None
+            }
+            Some(Ok(s)) => Some(s),
+            None => None,
+        };
         if let Some((version, set)) = saved {
             match self.apply(&version, set) {
                 Ok(()) => return,
@@ -567,6 +578,18 @@ fn load_kernel(
     .into();
     report.downgrade_reason = lsm_reason.unwrap_or_default();
     Ok(kernel)
+}
+
+/// The `(policy_version, effective_set)` of a saved `policy.json`.
+fn saved_policy(text: &str) -> Result<(String, EffectiveSet), String> {
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let version = doc["policy_version"]
+        .as_str()
+        .ok_or("no policy_version")?
+        .to_owned();
+    let set = serde_json::from_value(doc["effective_set"].clone())
+        .map_err(|e| format!("effective_set: {e}"))?;
+    Ok((version, set))
 }
 
 #[cfg(test)]

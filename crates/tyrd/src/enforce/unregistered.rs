@@ -175,7 +175,7 @@ pub fn deny_overlay() -> Result<Policy, String> {
         "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata:\n  name: {BUILTIN_DENY_UNREGISTERED}\n\
          spec:\n  default: allow\n  rules:\n",
     );
-    for action in ["file_read", "file_write", "exec", "net_connect"] {
+    for action in tyr_policy::model::Action::ALL.map(tyr_policy::model::Action::as_str) {
         rule(&mut y, &format!("deny-{action}"), action, None, "deny");
     }
     policy(&y)
