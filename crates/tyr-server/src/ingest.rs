@@ -188,6 +188,10 @@ pub async fn ingest(
     daemon_id: &str,
     batch: Vec<IncomingEvent>,
 ) -> Result<u64, IngestError> {
+    if batch.is_empty() {
+        // A batch of gap records only: nothing to evaluate or store here.
+        return Ok(0);
+    }
     let Some(daemon) = store.daemon(daemon_id).await? else {
         return Err(IngestError::UnknownDaemon(daemon_id.to_owned()));
     };

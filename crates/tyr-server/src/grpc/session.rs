@@ -393,6 +393,10 @@ impl Session {
     }
 
     async fn on_discovered(&self, u: agent::DiscoveredAgentUpdate) -> Result<(), Status> {
+        if let Err(why) = check_discovered(&u) {
+            tracing::warn!(agent_id = %self.agent_id, id = %u.id.escape_debug(), "discovered agent update refused: {why}");
+            return Ok(());
+        }
         let ms = |ns: u64| i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX);
         let update = DiscoveredUpdate {
             id: &u.id,
@@ -452,5 +456,87 @@ impl Session {
             client_cert_pem: cert.cert_pem,
         }))
         .await
+    }
+}
+
+/// Longest accepted display name or process signature of a discovered agent.
+const MAX_DISCOVERED_TEXT: usize = 1024;
+/// Most live pids accepted for one discovered agent.
+const MAX_DISCOVERED_PIDS: usize = 4096;
+
+/// Why a daemon's discovered-agent update is not stored (the daemon is authenticated, not
+/// trusted: these strings reach the database and the console).
+fn check_discovered(u: &agent::DiscoveredAgentUpdate) -> Result<(), String> {
+    if uuid::Uuid::parse_str(&u.id).is_err() {
+        return Err("id is not a UUID".into());
+    }
+    let type_ok = (1..=64).contains(&u.agent_type.len())
+        && u.agent_type
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !type_ok {
+        return Err("agent_type must be 1-64 letters, digits, '.', '_' or '-'".into());
+    }
+    for (name, value) in [
+        ("display_name", &u.display_name),
+        ("process_signature", &u.process_signature),
+    ] {
+        if value.len() > MAX_DISCOVERED_TEXT || value.chars().any(char::is_control) {
+            return Err(format!(
+                "{name} must be at most {MAX_DISCOVERED_TEXT} bytes without control characters"
+            ));
+        }
+    }
+    if u.pids.len() > MAX_DISCOVERED_PIDS {
+        return Err(format!("more than {MAX_DISCOVERED_PIDS} pids"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod discovered_tests {
+    use super::*;
+
+    #[test]
+    fn discovered_updates_are_checked_before_they_are_stored() {
+        let good = agent::DiscoveredAgentUpdate {
+            id: "0192f0c4-1111-8000-8000-000000000001".into(),
+            agent_type: "claude-code".into(),
+            display_name: "Claude Code".into(),
+            process_signature: "claude-code:/usr/bin/claude:uid=1000".into(),
+            pids: vec![1, 2],
+            first_seen_ns: 1,
+            last_seen_ns: 2,
+        };
+        assert_eq!(check_discovered(&good), Ok(()));
+        let bad = [
+            agent::DiscoveredAgentUpdate {
+                id: "x".into(),
+                ..good.clone()
+            },
+            agent::DiscoveredAgentUpdate {
+                agent_type: "a/b".into(),
+                ..good.clone()
+            },
+            agent::DiscoveredAgentUpdate {
+                agent_type: String::new(),
+                ..good.clone()
+            },
+            agent::DiscoveredAgentUpdate {
+                display_name: "a\u{1b}[31m".into(),
+                ..good.clone()
+            },
+            agent::DiscoveredAgentUpdate {
+                process_signature: "x".repeat(2000),
+                ..good.clone()
+            },
+            agent::DiscoveredAgentUpdate {
+                pids: vec![1; 5000],
+                ..good.clone()
+            },
+        ];
+        for u in bad {
+            assert!(check_discovered(&u).is_err(), "{u:?}");
+        }
     }
 }
