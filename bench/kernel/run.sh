@@ -33,6 +33,7 @@ CLEAN_WAIT=${CLEAN_WAIT:-60}  # seconds to wait before a run for other tyr_* pro
 PROFILE=${PROFILE:-release}  # `debug` for a quick check of the script itself
 SRC=${SRC:-}                 # source tree to build tyrd/tyr from (default: this repository)
 BEFORE_TYRD=${BEFORE_TYRD:-} # a tyrd binary to compare with (configurations *-before)
+LOOPS=${LOOPS:-open exec connect}  # the loops of phases 1 and 2
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -181,10 +182,11 @@ run() {
     echo "  $phase $config $out$( [ "$f" = 0 ] || echo " ($f foreign tyr_* programs loaded)")"
 }
 
+has_loop() { [[ " $LOOPS " == *" $1 "* ]]; }
 loops() {
-    run "$1" open "$OPEN_PATH" "$OPEN_N"
-    run "$1" exec "$EXEC_N"
-    run "$1" connect "$CONNECT_N"
+    ! has_loop open || run "$1" open "$OPEN_PATH" "$OPEN_N"
+    ! has_loop exec || run "$1" exec "$EXEC_N"
+    ! has_loop connect || run "$1" connect "$CONNECT_N"
 }
 
 echo "==> checking that the policy is in force for agents only"
@@ -223,12 +225,18 @@ stats_step() {
     say "bpf_stats $name (tyrd user+system CPU meanwhile: $((c1 - c0)) ms):"
     python3 "$here/bpfstat.py" delta "$work/stats.before" "$work/stats.after" | tee -a "$RESULTS"
 }
-stats_step "non-agent open $OPEN_PATH x$OPEN_N" nonagent open "$OPEN_PATH" "$OPEN_N"
-stats_step "agent open $OPEN_PATH x$OPEN_N" agent open "$OPEN_PATH" "$OPEN_N"
-stats_step "non-agent exec x$EXEC_N" nonagent exec "$EXEC_N"
-stats_step "agent exec x$EXEC_N" agent exec "$EXEC_N"
-stats_step "non-agent connect x$CONNECT_N" nonagent connect "$CONNECT_N"
-stats_step "agent connect x$CONNECT_N" agent connect "$CONNECT_N"
+if has_loop open; then
+    stats_step "non-agent open $OPEN_PATH x$OPEN_N" nonagent open "$OPEN_PATH" "$OPEN_N"
+    stats_step "agent open $OPEN_PATH x$OPEN_N" agent open "$OPEN_PATH" "$OPEN_N"
+fi
+if has_loop exec; then
+    stats_step "non-agent exec x$EXEC_N" nonagent exec "$EXEC_N"
+    stats_step "agent exec x$EXEC_N" agent exec "$EXEC_N"
+fi
+if has_loop connect; then
+    stats_step "non-agent connect x$CONNECT_N" nonagent connect "$CONNECT_N"
+    stats_step "agent connect x$CONNECT_N" agent connect "$CONNECT_N"
+fi
 if [ -n "$BEFORE_TYRD" ]; then
     stop_tyrd
     start_tyrd "$BEFORE_TYRD"

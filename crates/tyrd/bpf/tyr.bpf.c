@@ -275,6 +275,9 @@ static __always_inline void count(__u32 which)
 		*c += 1;
 }
 
+/* Bytes of struct file read at once for f_mode, f_flags and f_path (read_file). */
+#define FILE_SPAN 128
+
 /* What identifies a dentry's name besides its address (see tyr_vkey), in the order of
  * struct dentry's d_parent, d_name (hash_len, name) and d_inode. */
 struct dent_id {
@@ -297,6 +300,8 @@ struct tyr_keys {
 	struct tyr_eval ev;
 	/* tyr_allow_check keyed a window for the event being sent. */
 	__u64 window;
+	/* The fields of an opened file, read at once (read_file). */
+	__u8 file[FILE_SPAN + 16];
 };
 
 struct {
@@ -422,14 +427,47 @@ static __always_inline void build_path(struct built_path *out, struct dentry *de
 	tyr_build_path(out, (__u64)dentry, (__u64)vfsmnt);
 }
 
+/* f_mode, f_flags and f_path of f: one read of the bytes spanning them when they lie within
+ * FILE_SPAN bytes (as on the kernels Tyr supports), else three. */
+static __always_inline void read_file(struct file *f, unsigned int *fmode, unsigned int *oflags,
+				      struct path *fpath)
+{
+	__u32 zero = 0;
+	__u32 mo = bpf_core_field_offset(struct file, f_mode);
+	__u32 fo = bpf_core_field_offset(struct file, f_flags);
+	__u32 po = bpf_core_field_offset(struct file, f_path);
+	__u32 lo = mo < fo ? mo : fo;
+	lo = (po < lo ? po : lo) & ~7U;
+	__u32 hi = mo > fo ? mo + 4 : fo + 4;
+	hi = po + 16 > hi ? po + 16 : hi;
+	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
+	if (ks && hi - lo <= FILE_SPAN &&
+	    !bpf_probe_read_kernel(ks->file, FILE_SPAN, (void *)f + lo)) {
+		__builtin_memcpy(fmode, &ks->file[(mo - lo) & (FILE_SPAN - 1)], 4);
+		__builtin_memcpy(oflags, &ks->file[(fo - lo) & (FILE_SPAN - 1)], 4);
+		__builtin_memcpy(fpath, &ks->file[(po - lo) & (FILE_SPAN - 1)], 16);
+		return;
+	}
+	*fmode = BPF_CORE_READ(f, f_mode);
+	*oflags = BPF_CORE_READ(f, f_flags);
+	BPF_CORE_READ_INTO(fpath, f, f_path);
+}
+
 /* ---- paths named by a user string, resolved at syscall entry ---- */
 
+/* The caller's file of descriptor fd (NULL when there is none). The task, file table and fd
+ * array are read with direct (BTF) loads; only the array slot needs a helper call. */
 static __always_inline struct file *fd_file(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
+	if (!files)
+		return NULL;
+	struct fdtable *fdt = files->fdt;
+	if (!fdt)
+		return NULL;
+	unsigned int max = fdt->max_fds;
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 	if (!fds || (unsigned long)fd >= max)
 		return NULL;
@@ -985,19 +1023,36 @@ static __always_inline __u64 emit(struct decide *d, const struct tyr_proc *proc,
 	return ev->ts_ns;
 }
 
+/* Whether window a is still open: surely while jiffies are below its bound, else by the boot
+ * clock (then the bound moves on by the time left, counted in the longest jiffies). */
+static __always_inline int window_open(struct tyr_aval *a)
+{
+	__u64 j = bpf_jiffies64();
+	if (j < a->open_until_jiffies)
+		return 1;
+	__u64 age = bpf_ktime_get_boot_ns() - a->last_ns;
+	__u64 window = TYR_ALLOW_WINDOW_NS - TYR_ALLOW_WINDOW_MARGIN_NS;
+	if (age >= window)
+		return 0;
+	a->open_until_jiffies = j + (window - age) / TYR_MAX_JIFFY_NS;
+	return 1;
+}
+
 /* Whether the allow decided in *dp for dentry/mnt falls in the suppression window of an
  * earlier event of this process (1: then counted, not reported); else 2 when the event opens
  * a window (dp->count takes the allows suppressed before it; tyr_allow_open records the
- * window once the event is sent), 0 without a window. Global: verified once, and its stack
- * stays off the callers' frames. */
-__noinline int tyr_allow_check(struct decide *dp, __u64 dentry, __u64 mnt, __u32 epoch)
+ * window once the event is sent), 0 without a window. id_read: the key scratch already holds
+ * dentry's identity (dentry_keys in this run of the program). Global: verified once, and its
+ * stack stays off the callers' frames. */
+__noinline int tyr_allow_check(struct decide *dp, __u64 dentry, __u64 mnt, __u32 epoch,
+			       int id_read)
 {
 	__u32 zero = 0;
 	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
 	if (!ks)
 		return 0;
 	ks->window = 0;
-	if (!dp || !mnt || !dentry_keys((struct dentry *)dentry))
+	if (!dp || !mnt || !dentry || (!id_read && !dentry_keys((struct dentry *)dentry)))
 		return 0;
 	struct tyr_akey *k = &ks->a;
 	__builtin_memset(k, 0, sizeof(*k));
@@ -1010,7 +1065,7 @@ __noinline int tyr_allow_check(struct decide *dp, __u64 dentry, __u64 mnt, __u32
 	k->epoch = epoch;
 	k->action = dp->action;
 	struct tyr_aval *a = bpf_map_lookup_elem(&tyr_allows, k);
-	if (a && bpf_ktime_get_boot_ns() - a->last_ns < TYR_ALLOW_WINDOW_NS) {
+	if (a && window_open(a)) {
 		if (__sync_fetch_and_add(&a->pending, 1) == 0 &&
 		    bpf_map_push_elem(&tyr_allow_queue, k, 0))
 			count(TYR_COUNTER_ALLOW_UNQUEUED);
@@ -1034,6 +1089,8 @@ __noinline int tyr_allow_open(__u64 ts)
 		return 0;
 	ks->av.last_ns = ts;
 	ks->av.pending = 0;
+	ks->av.open_until_jiffies =
+		bpf_jiffies64() + (TYR_ALLOW_WINDOW_NS - TYR_ALLOW_WINDOW_MARGIN_NS) / TYR_MAX_JIFFY_NS;
 	bpf_map_update_elem(&tyr_allows, &ks->a, &ks->av, BPF_ANY);
 	return 0;
 }
@@ -1050,7 +1107,7 @@ static __always_inline int killed_at_entry(void)
  * a deny at syscall entry already killed is not reported again. */
 static __always_inline void enforce(struct decide *d, const struct tyr_proc *proc,
 				    struct tyr_config *cfg, struct dentry *dentry,
-				    struct vfsmount *mnt, __u32 open_flags)
+				    struct vfsmount *mnt, __u32 open_flags, int id_read)
 {
 	__u32 flags = 0;
 	__u8 enforced = TYR_ENFORCED_NONE;
@@ -1067,7 +1124,7 @@ static __always_inline void enforce(struct decide *d, const struct tyr_proc *pro
 		int agent = proc && proc->agent_type_id;
 		if (!agent && !(cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL))
 			return;
-		int window = tyr_allow_check(d, (__u64)dentry, (__u64)mnt, cfg->epoch);
+		int window = tyr_allow_check(d, (__u64)dentry, (__u64)mnt, cfg->epoch, id_read);
 		if (window == 1)
 			return;
 		if (window == 2)
@@ -1299,9 +1356,7 @@ static __always_inline int on_open(long ret)
 	unsigned int oflags = 0;
 	struct path fpath = {};
 	if (f) {
-		fmode = BPF_CORE_READ(f, f_mode);
-		oflags = BPF_CORE_READ(f, f_flags);
-		BPF_CORE_READ_INTO(&fpath, f, f_path);
+		read_file(f, &fmode, &oflags, &fpath);
 	} else {
 		/* The fd is already gone (a sibling thread closed it): the file cannot be named,
 		 * so every table with rules fails closed, for reading and for writing. */
@@ -1314,7 +1369,7 @@ static __always_inline int on_open(long ret)
 	struct vfsmount *mnt = fpath.mnt;
 	struct tyr_keys *ks = dentry_keys(dentry);
 	decide_file(&d, proc, cfg, dentry, mnt, ks, fmode);
-	enforce(&d, proc, cfg, dentry, mnt, oflags);
+	enforce(&d, proc, cfg, dentry, mnt, oflags, ks != NULL);
 	return 0;
 }
 
@@ -1354,6 +1409,14 @@ int tyr_exit_by_handle(struct sys_exit_ctx *ctx)
 	return on_open(ctx->ret);
 }
 
+/* pidfd_getfd copies another process's fd, e.g. one a process opened and is killed for at
+ * syscall exit, in the window before it exits: the copy is decided as an open by the caller. */
+SEC("tracepoint/syscalls/sys_exit_pidfd_getfd")
+int tyr_exit_pidfd_getfd(struct sys_exit_ctx *ctx)
+{
+	return on_open(ctx->ret);
+}
+
 /* ---- syscall entry: O_CREAT/O_TRUNC opens, governed opens, link, rename, io_uring ----
  *
  * A kill at syscall entry does not stop the syscall: a denied one is made to fail first by
@@ -1389,6 +1452,9 @@ static __always_inline void refuse_at_entry(__u64 upath)
 /* In tyr_at_entry's op: decide a governed caller only, and on deny kill it without emptying
  * the string (an open without O_CREAT/O_TRUNC changes nothing before the exit decision). */
 #define ENTRY_KILL_ONLY 0x100
+/* With ENTRY_KILL_ONLY: a deny also empties the string, because another thread group shares
+ * the caller's file table and the kill would not stop it from using the fd. */
+#define ENTRY_EMPTY 0x200
 
 /* ---- the entry-time allow cache of kill-only decisions (tyr_ecache, see tyr_maps.h) ---- */
 
@@ -1544,7 +1610,7 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 		count(TYR_COUNTER_FAIL_CLOSED);
 	__u8 enforced = TYR_ENFORCED_NONE;
 	if (d.verdict == TYR_VERDICT_DENY) {
-		if (op & ENTRY_KILL_ONLY)
+		if ((op & ENTRY_KILL_ONLY) && !(op & ENTRY_EMPTY))
 			bpf_send_signal(SIGKILL);
 		else
 			refuse_at_entry(upath);
@@ -1560,17 +1626,27 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 	return enforced == TYR_ENFORCED_KILLED;
 }
 
-/* Whether the caller has a process-map identity. */
-static __always_inline int governed(void)
+/* Who besides the calling thread could use an fd it opens before a kill at syscall exit
+ * lands (the kill is delivered before the thread runs another instruction): 0 nobody, 1
+ * other threads of its group, 2 another thread group sharing its file table (clone with
+ * CLONE_FILES but not CLONE_THREAD). */
+static __always_inline int fd_sharers(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	return bpf_map_lookup_elem(&tyr_procs, &tgid) != NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	int threads = task->signal->nr_threads;
+	int users = task->files->count.counter;
+	if (users > threads)
+		return 2;
+	return threads != 1;
 }
 
 /* O_CREAT or O_TRUNC changes the file before the exit decision: decided here, as a write
  * (and a read when the access mode reads). Other opens of governed processes are decided
- * here too, by access mode, so that a deny kills the thread group before the open returns
- * an fd a sibling thread could use; the exit decision on the opened file still holds. */
+ * here too, by access mode, when another thread could use the fd before the exit decision's
+ * kill: a deny kills the thread group before the open returns (and empties the string when
+ * another group shares the file table); the exit decision on the opened file still holds. A
+ * caller that has had one thread and its own file table since its exec or fork
+ * (TYR_PROC_SOLO), or has them now, is left to the exit decision alone. */
 static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
 {
 	__u32 acc = flags & O_ACCMODE;
@@ -1580,10 +1656,18 @@ static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
 		return 0;
 	}
 	/* O_PATH and access mode 3 open for neither reading nor writing. */
-	if ((flags & O_PATH) || acc == O_ACCMODE || !governed())
+	if ((flags & O_PATH) || acc == O_ACCMODE)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	if (!proc || (proc->flags & TYR_PROC_SOLO))
+		return 0;
+	int sharers = fd_sharers();
+	if (!sharers)
 		return 0;
 	__u32 fmode = acc == 0 ? FMODE_READ : acc == 1 ? FMODE_WRITE : FMODE_READ | FMODE_WRITE;
-	tyr_at_entry(dfd, upath, fmode, (__u32)flags, ENTRY_KILL_ONLY);
+	tyr_at_entry(dfd, upath, fmode, (__u32)flags,
+		     ENTRY_KILL_ONLY | (sharers == 2 ? ENTRY_EMPTY : 0));
 	return 0;
 }
 
@@ -1766,15 +1850,26 @@ int BPF_PROG(tyr_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ptgid = BPF_CORE_READ(parent, tgid);
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
-	if (ptgid == ctgid)
-		return 0;
 	struct tyr_proc *p = bpf_map_lookup_elem(&tyr_procs, &ptgid);
+	if (ptgid == ctgid) {
+		/* A new thread: the group's fds have another user from now on. */
+		if (p && (p->flags & TYR_PROC_SOLO))
+			p->flags &= ~TYR_PROC_SOLO;
+		return 0;
+	}
 	if (!p) {
 		if (doomed(ptgid))
 			doom(ctgid);
 		return 0;
 	}
 	struct tyr_proc copy = *p;
+	/* A new process has one thread; its file table is its own unless CLONE_FILES. */
+	if (child->files == parent->files) {
+		copy.flags &= ~TYR_PROC_SOLO;
+		p->flags &= ~TYR_PROC_SOLO;
+	} else {
+		copy.flags |= TYR_PROC_SOLO;
+	}
 	if (bpf_map_update_elem(&tyr_procs, &ctgid, &copy, BPF_ANY)) {
 		count(TYR_COUNTER_FORK_FULL);
 		doom(ctgid);
@@ -1861,7 +1956,8 @@ int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 		__u32 a = agent ? *agent : exe_agent(&d.path);
 		e.agent_type_id = a > 255 ? 0 : a;
 	}
-	e.flags = exe_interp(&d.path) ? TYR_PROC_INTERP : 0;
+	/* After an exec the process has one thread and a file table of its own. */
+	e.flags = (exe_interp(&d.path) ? TYR_PROC_INTERP : 0) | TYR_PROC_SOLO;
 	e.binary_mask = 0;
 	if (cfg->has_binaries && !d.path.bad) {
 		long state = dfa_run(&cfg->binaries, d.path.pos, d.path.len);
@@ -1888,7 +1984,7 @@ int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 	d.binary_mask = e.binary_mask;
 	decide(&d, dentry, mnt);
 	struct tyr_proc *now = bpf_map_lookup_elem(&tyr_procs, &tgid);
-	enforce(&d, now, cfg, dentry, mnt, 0);
+	enforce(&d, now, cfg, dentry, mnt, 0, 0);
 	return 0;
 }
 

@@ -53,6 +53,10 @@
 /* tyr_proc.flags: the executable is an interpreter or loader (tyr_interps): the files it
  * opens for reading are also decided as exec (`sh script`, `ld.so ./prog`). */
 #define TYR_PROC_INTERP 1
+/* tyr_proc.flags: the process has had one thread and a file table of its own since its exec
+ * or fork (cleared when it starts a thread or shares its file table; never set by tyrd): an
+ * fd it opens has no other user before a kill at syscall exit lands. */
+#define TYR_PROC_SOLO 2
 
 /* tyr_config.flags: allow events for every process, not only agents. */
 #define TYR_CONFIG_ALLOW_EVENTS_ALL 1
@@ -101,6 +105,11 @@
 #define TYR_ALLOWS_MAX 65536
 #define TYR_ALLOW_QUEUE_MAX 16384
 #define TYR_ALLOW_WINDOW_NS 1000000000ULL
+/* The kernel ends a window this much earlier than tyrd's sweep does, so that it never counts
+ * into a window the sweep has already ended. */
+#define TYR_ALLOW_WINDOW_MARGIN_NS 50000000ULL
+/* The longest jiffy of a supported kernel (CONFIG_HZ >= 100). */
+#define TYR_MAX_JIFFY_NS 10000000ULL
 
 /* tgid → identity; set at exec (classifier, cgroup, binaries DFA), copied at fork. */
 struct tyr_proc {
@@ -296,8 +305,11 @@ _Static_assert(sizeof(struct tyr_akey) == 56, "tyr_akey layout");
 struct tyr_aval {
 	__u64 last_ns;
 	__u64 pending;
+	/* A jiffies count before which the window is surely still open (at most a
+	 * TYR_MAX_JIFFY_NS per jiffy), so that most repeats need no clock read. */
+	__u64 open_until_jiffies;
 };
-_Static_assert(sizeof(struct tyr_aval) == 16, "tyr_aval layout");
+_Static_assert(sizeof(struct tyr_aval) == 24, "tyr_aval layout");
 
 /* Entry-time path resolution: the joined input (base directory, '/', the user string) and
  * the output offset of every component kept (to pop on ".."). */

@@ -1195,7 +1195,17 @@ fn cached_verdicts_follow_policy_pushes() {
         "{{name: other, action: file_read, resource_pattern: \"{}\", verdict: deny}}",
         fx.p("nothing-here")
     )]);
+    // A reader with a second thread is decided at syscall entry too (and cached there).
+    let threaded = |fx: &mut Fixture| {
+        let child = gated_fd_helper(&format!("read {file}"), &fx.p("work"));
+        fx.mark_agent(child.id());
+        release_status(child)
+    };
     assert!(fx.as_agent(&read).contains("rc=0\nrc=0"), "allowed first");
+    assert!(
+        threaded(&mut fx).0.contains("helper: plain"),
+        "allowed first"
+    );
     for (generation, t, rc) in [
         (20, &deny_work, 137),
         (21, &allow, 0),
@@ -1207,16 +1217,22 @@ fn cached_verdicts_follow_policy_pushes() {
             out.starts_with(&format!("rc={rc}")),
             "generation {generation}: {out:?}"
         );
+        let (out, status) = threaded(&mut fx);
+        use std::os::unix::process::ExitStatusExt;
+        if rc == 137 {
+            assert_eq!(status.signal(), Some(9), "generation {generation}: {out:?}");
+        } else {
+            assert!(
+                out.contains("helper: plain"),
+                "generation {generation}: {out:?}"
+            );
+        }
     }
     // The allows cached at syscall entry are not reused either: each deny kills at entry.
     for generation in [20, 22] {
-        let ev = fx.event("deny after the push", |e| {
-            killed_deny(e, Action::FileRead, &file) && e.generation == generation
+        fx.event("deny at entry after the push", |e| {
+            killed_deny(e, Action::FileRead, &file) && e.generation == generation && e.at_entry
         });
-        assert!(
-            ev.at_entry,
-            "generation {generation} decided at exit: {ev:?}"
-        );
     }
 }
 
@@ -1321,31 +1337,164 @@ fn repeated_allows_are_counted_not_repeated() {
     );
 }
 
-/// A governed read open of a denied file is decided at syscall entry too, on the path string
-/// (here relative to the cwd): the kill is sent before the open returns an fd a sibling
-/// thread could use, and the exit decision of the same open is not reported again.
+/// The environment variable that turns the `fd_helper` test into a helper (its command).
+const FD_HELPER_ENV: &str = "TYR_FD_HELPER";
+
+/// Not a test: run by the tests below in a child (the test binary re-executes itself with
+/// `FD_HELPER_ENV` set) with a second thread alive: `read PATH` reads PATH; `getfd PID FD`
+/// copies fd FD of process PID with `pidfd_getfd` and reads the copy. Prints `helper: `
+/// and what it read, or `helper-error: ` and why.
 #[test]
-fn a_governed_read_of_a_denied_file_is_killed_at_entry() {
+fn fd_helper() {
+    let Ok(cmd) = std::env::var(FD_HELPER_ENV) else {
+        return;
+    };
+    let _parked = std::thread::spawn(std::thread::park);
+    let words: Vec<&str> = cmd.split(' ').collect();
+    let read = match words.as_slice() {
+        ["read", path] => std::fs::read_to_string(path),
+        ["getfd", pid, fd] => getfd_read(pid.parse().expect("pid"), fd.parse().expect("fd")),
+        _ => panic!("bad helper command {cmd:?}"),
+    };
+    match read {
+        Ok(content) => println!("helper: {content}"),
+        Err(e) => println!("helper-error: {e}"),
+    }
+}
+
+/// Copies fd `fd` of process `pid` into this process and reads it.
+fn getfd_read(pid: i32, fd: i32) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    // SAFETY: raw syscalls with integer arguments; a returned fd is owned by the File.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd as i32, fd, 0) };
+    if copy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut file = unsafe { std::fs::File::from_raw_fd(copy as i32) };
+    let mut content = String::new();
+    file.read_to_string(&mut content)?;
+    Ok(content)
+}
+
+/// `sh -c "read _; exec THIS-TEST-BINARY fd_helper"` running `command` in `dir`: gated like
+/// the other kernel tests, so the shell can be marked as an agent first.
+fn gated_fd_helper(command: &str, dir: &str) -> Child {
+    let me = std::env::current_exe().expect("test binary");
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "read _; exec {} --exact fd_helper --nocapture --test-threads=1",
+            me.display()
+        ))
+        .current_dir(dir)
+        .env(FD_HELPER_ENV, command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the fd helper")
+}
+
+/// A governed read open of a denied file, by a process with a second thread, is decided at
+/// syscall entry too, on the path string (here relative to the cwd): the kill is sent before
+/// the open returns an fd the other thread could use, and the exit decision of the same open
+/// is not reported again. A single-threaded process with its own file table cannot use the
+/// fd before the exit decision's kill lands: its open is left to that decision alone.
+#[test]
+fn a_threaded_read_of_a_denied_file_is_killed_at_entry() {
     let Some((_g, mut fx)) = setup() else { return };
     let secret = fx.p("home/.ssh/id_rsa");
     let public = fx.p("home/public.txt");
+    let child = gated_fd_helper("read .ssh/id_rsa", &fx.p("home"));
+    fx.mark_agent(child.id());
+    let (out, status) = release_status(child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "not killed: {out:?}");
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    let ev = fx.event("deny of the secret", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+    assert!(ev.at_entry, "decided at exit only: {ev:?}");
+    assert_eq!((ev.rule, ev.fail_closed), (Some(0), false), "{ev:?}");
+    // The single-threaded cat: killed by the exit decision; the next cat runs after it is
+    // gone, and nothing reported the helper's open twice.
     let out = fx.as_agent(&format!(
         "cd {}; cat .ssh/id_rsa; echo rc=$?; cat {public}",
         fx.p("home")
     ));
     assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
     assert!(out.contains("rc=137") && out.contains("public"), "{out:?}");
-    let ev = fx.event("deny of the secret", |e| {
-        killed_deny(e, Action::FileRead, &secret)
-    });
-    assert!(ev.at_entry, "decided at exit only: {ev:?}");
-    assert_eq!((ev.rule, ev.fail_closed), (Some(0), false), "{ev:?}");
-    assert_eq!(ev.comm, "cat");
-    // The next cat runs after the killed one is gone: no second deny comes before its read.
     let again = std::cell::Cell::new(0);
+    let by_cat = fx.event("deny of the secret by cat", |e| {
+        let deny = killed_deny(e, Action::FileRead, &secret);
+        again.set(again.get() + usize::from(deny && e.comm != "cat"));
+        deny && e.comm == "cat"
+    });
+    assert!(
+        !by_cat.at_entry,
+        "a single-threaded open was decided at entry: {by_cat:?}"
+    );
     fx.event("allow of the public file", |e| {
-        again.set(again.get() + usize::from(killed_deny(e, Action::FileRead, &secret)));
         e.verdict == Verdict::Allow && e.path.as_deref() == Some(public.as_str())
     });
-    assert_eq!(again.get(), 0, "the exit decision was reported too");
+    assert_eq!(
+        again.get(),
+        0,
+        "the helper's exit decision was reported too"
+    );
+}
+
+/// `pidfd_getfd` copies an fd another process opened: a governed caller's copy of a file it
+/// may not read is decided as its own open (killed), while an ungoverned caller gets it.
+#[test]
+fn a_governed_copy_of_a_denied_fd_is_killed() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let mut holder = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("exec 3<{secret}; echo ready; read _"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the holder");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().expect("stdout")),
+        &mut ready,
+    )
+    .expect("holder ready");
+    assert_eq!(ready.trim(), "ready");
+    let command = format!("getfd {} 3", holder.id());
+    let home = fx.p("home");
+    let out = release(gated_fd_helper(&command, &home));
+    assert!(
+        out.contains(&format!("helper: {SECRET}")),
+        "pidfd_getfd did not work for a non-agent: {out:?}"
+    );
+    let child = gated_fd_helper(&command, &home);
+    fx.mark_agent(child.id());
+    let (out, status) = release_status(child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "not killed: {out:?}");
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    let ev = fx.event("deny of the copied fd", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+    assert_eq!(
+        (ev.agent_type_id, ev.rule),
+        (fx.agent_id, Some(0)),
+        "{ev:?}"
+    );
+    holder
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"done\n")
+        .expect("release the holder");
+    holder.wait().expect("holder");
 }

@@ -35,6 +35,9 @@ pub const EVENT_WINDOW: u8 = 128;
 /// `TyrProc::flags`: the executable is an interpreter or loader (its read opens are also
 /// decided as exec).
 pub const PROC_INTERP: u8 = 1;
+/// `TyrProc::flags`: one thread and an own file table since its exec or fork (kept by the
+/// kernel; tyrd clears it on every write, since it cannot know).
+pub const PROC_SOLO: u8 = 2;
 
 /// Indices of the per-CPU counters map.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
@@ -237,6 +240,8 @@ pub struct TyrAkey {
 pub struct TyrAval {
     pub last_ns: u64,
     pub pending: u64,
+    /// A jiffies count before which the window is surely open (the kernel's quick check).
+    pub open_until_jiffies: u64,
 }
 
 const _: () = assert!(size_of::<TyrProc>() == 24);
@@ -252,7 +257,7 @@ const _: () = assert!(size_of::<TyrLpmVal>() == 8);
 const _: () = assert!(size_of::<TyrEvent>() == 4216);
 const _: () = assert!(offset_of!(TyrEvent, path) == 120);
 const _: () = assert!(size_of::<TyrAkey>() == 56);
-const _: () = assert!(size_of::<TyrAval>() == 16);
+const _: () = assert!(size_of::<TyrAval>() == 24);
 
 // SAFETY (all impls below): `aya::Pod` requires a `Copy` type that is valid for any bit
 // pattern and has no uninitialised bytes. Each struct is `#[repr(C)]`, made only of integers

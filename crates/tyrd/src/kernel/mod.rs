@@ -91,7 +91,7 @@ pub const MAPS: [&str; 32] = [
 ];
 
 /// The programs of the tracepoint tier, in attach order (identity before enforcement).
-pub const PROGRAMS: [(&str, Hook); 46] = [
+pub const PROGRAMS: [(&str, Hook); 47] = [
     ("tyr_fork", Hook::Btf("sched_process_fork")),
     ("tyr_connect4", Hook::Cgroup("connect4")),
     ("tyr_connect6", Hook::Cgroup("connect6")),
@@ -118,6 +118,10 @@ pub const PROGRAMS: [(&str, Hook); 46] = [
     (
         "tyr_exit_by_handle",
         Hook::Tracepoint("syscalls", "sys_exit_open_by_handle_at"),
+    ),
+    (
+        "tyr_exit_pidfd_getfd",
+        Hook::Tracepoint("syscalls", "sys_exit_pidfd_getfd"),
     ),
     (
         "tyr_enter_openat",
