@@ -3,7 +3,8 @@
 # Run as root from anywhere: bench/kernel/run.sh. Figures and commands: bench/BENCHMARKS.md.
 #
 # Phases (each loop is bench/kernel/loop.c, compiled here; medians over ROUNDS rounds):
-#   1. baseline / tyrd + non-agent process / tyrd + agent process (`tyr run --agent-type
+#   1. baseline / empty programs on the open tracepoints (floor.bpf.c: what the kernel charges
+#      for the hooks alone; open loop only) / tyrd + non-agent process / tyrd + agent process (`tyr run --agent-type
 #      claude-code`, governed by a 200-rule overlay from gen-policy.py): open+close, fork+exec,
 #      TCP connect. tyrd runs standalone (no server: its policy is state_dir/policy.json) and is
 #      restarted every round; the order of the configurations alternates between rounds.
@@ -44,6 +45,8 @@ missing=()
 command -v cc >/dev/null || missing+=(gcc)
 command -v bpftool >/dev/null || missing+=(bpftool)
 command -v python3 >/dev/null || missing+=(python3)
+command -v clang >/dev/null || missing+=(clang)
+[ -f /usr/include/bpf/libbpf.h ] || missing+=(libbpf-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y --no-install-recommends "${missing[@]}"
 fi
@@ -52,7 +55,7 @@ work=$(mktemp -d /tmp/tyr-bench.XXXXXX)
 tyrd_pid=
 auditd_started=
 stats_old=$(cat /proc/sys/kernel/bpf_stats_enabled)
-exec 7>/dev/null 8>/dev/null
+exec 7>/dev/null 8>/dev/null 9>/dev/null
 
 stop_tyrd() {
     if [ -n "$tyrd_pid" ]; then
@@ -75,7 +78,7 @@ stop_auditd() {
 }
 
 cleanup() {
-    exec 7>&- 8>&-
+    exec 7>&- 8>&- 9>&-
     wait_jobs
     stop_tyrd
     [ -z "$auditd_started" ] || stop_auditd
@@ -101,6 +104,8 @@ tyrd=${CARGO_TARGET_DIR:-$SRC/target}/$PROFILE/tyrd
 tyr=${CARGO_TARGET_DIR:-$SRC/target}/$PROFILE/tyr
 loop=$work/loop
 cc -O2 -Wall -pthread -o "$loop" "$here/loop.c"
+cc -O2 -Wall -o "$work/floor" "$here/floor.c" -lbpf
+clang -O2 -target bpf -c "$here/floor.bpf.c" -o "$work/floor.bpf.o"
 
 say "# $(date -u +%FT%TZ) $(uname -r) nproc=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 say "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -195,16 +200,36 @@ cat "$probe" >/dev/null
 governed || { echo "an agent reading the probe was not killed: the policy is not in force" >&2; exit 1; }
 stop_tyrd
 
-echo "==> phase 1: $ROUNDS rounds of baseline / tyrd non-agent / tyrd agent"
+# The open loop with empty programs on the two tracepoints tyrd's open path uses: what the
+# kernel charges for the hooks alone (configuration `floor`).
+floor() {
+    has_loop open || return 0
+    mkfifo "$work/floor-gate"
+    "$work/floor" "$work/floor.bpf.o" <"$work/floor-gate" >"$work/floor-out" &
+    local pid=$!
+    exec 9>"$work/floor-gate"
+    until grep -q attached "$work/floor-out" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { echo "the floor programs did not attach" >&2; exit 1; }
+        sleep 0.1
+    done
+    run floor open "$OPEN_PATH" "$OPEN_N"
+    exec 9>&-
+    wait_jobs
+    rm -f "$work/floor-gate"
+}
+
+echo "==> phase 1: $ROUNDS rounds of baseline / empty programs / tyrd non-agent / tyrd agent"
 phase=tyrd
 for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then
         loops base
+        floor
         start_tyrd; loops nonagent; loops agent; stop_tyrd
         [ -z "$BEFORE_TYRD" ] || { start_tyrd "$BEFORE_TYRD"; loops nonagent-before; loops agent-before; stop_tyrd; }
     else
         [ -z "$BEFORE_TYRD" ] || { start_tyrd "$BEFORE_TYRD"; loops agent-before; loops nonagent-before; stop_tyrd; }
         start_tyrd; loops agent; loops nonagent; stop_tyrd
+        floor
         loops base
     fi
 done
@@ -318,6 +343,12 @@ for clock, i in (("CPU time", 0), ("wall time", 1)):
         extra = f" {100 * (m / base - 1):+6.1f} % ({m - base:+.0f} ns)" if base and config != "base" else ""
         xs = [x[i] for x in runs[(phase, mode, config)]]
         print(f"  {phase:<5} {mode:<8} {config:<17} {m:>11.0f} [{min(xs):.0f}-{max(xs):.0f}]{extra}")
+    floor = med.get(("tyrd", "open", "floor"), 0) - med.get(("tyrd", "open", "base"), 0)
+    for who in ("nonagent", "agent"):
+        ours = med.get(("tyrd", "open", who), 0) - med.get(("tyrd", "open", "base"), 0)
+        if floor > 0 and ours > 0:
+            print(f"  open overhead, tyrd {who} beyond the empty programs: {ours - floor:+.0f} ns"
+                  f" ({100 * (ours - floor) / med[('tyrd', 'open', 'base')]:+.1f} % of the base)")
     for config in ("audit-one-rule", "audit-all-openat"):
         theirs = med.get(("audit", "open", config), 0) - med.get(("audit", "open", "base"), 0)
         for who in ("nonagent", "agent"):

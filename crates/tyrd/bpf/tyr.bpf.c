@@ -300,6 +300,8 @@ struct tyr_keys {
 	struct tyr_eval ev;
 	/* tyr_allow_check keyed a window for the event being sent. */
 	__u64 window;
+	/* The namespace generation decide_file read before deciding (in this run). */
+	__u64 nsgen;
 	/* The fields of an opened file, read at once (read_file). */
 	__u8 file[FILE_SPAN + 16];
 };
@@ -784,6 +786,10 @@ struct decide {
 	__u8 best_set;
 	__u8 need_path;
 	__u8 fail;
+	/* Allow windows (tyr_akey): the mode of the open (or TYR_AKEY_EXEC) and the caller's
+	 * TYR_PROC_INTERP. */
+	__u8 mode;
+	__u8 interp;
 };
 
 static __always_inline void fail_at(struct decide *d, __u32 layer)
@@ -1023,6 +1029,14 @@ static __always_inline __u64 emit(struct decide *d, const struct tyr_proc *proc,
 	return ev->ts_ns;
 }
 
+/* The namespace generation now. */
+static __always_inline __u64 ns_generation(void)
+{
+	__u32 zero = 0;
+	__u64 *g = bpf_map_lookup_elem(&tyr_nsgen, &zero);
+	return g ? *g : 0;
+}
+
 /* Whether window a is still open: surely while jiffies are below its bound, else by the boot
  * clock (then the bound moves on by the time left, counted in the longest jiffies). */
 static __always_inline int window_open(struct tyr_aval *a)
@@ -1038,12 +1052,55 @@ static __always_inline int window_open(struct tyr_aval *a)
 	return 1;
 }
 
+/* The allow-window key of decision d on dentry/mnt (identity in ks->id) into ks->a. */
+static __always_inline struct tyr_akey *window_key(struct tyr_keys *ks, const struct decide *d,
+						   __u64 dentry, __u64 mnt, __u32 epoch)
+{
+	struct tyr_akey *k = &ks->a;
+	__builtin_memset(k, 0, sizeof(*k));
+	k->mnt = mnt;
+	k->dentry = dentry;
+	k->parent = ks->id.parent;
+	k->name_hash_len = ks->id.name_hash_len;
+	k->inode = ks->id.inode;
+	k->binary_mask = d->binary_mask;
+	k->tgid = bpf_get_current_pid_tgid() >> 32;
+	k->epoch = epoch;
+	k->agent = d->agent;
+	k->mode = d->mode;
+	k->interp = d->interp;
+	return k;
+}
+
+/* Counts a repeat into window a (the first one queues key k for tyrd's sweep). */
+static __always_inline void window_count(struct tyr_aval *a, struct tyr_akey *k)
+{
+	if (__sync_fetch_and_add(&a->pending, 1) == 0 && bpf_map_push_elem(&tyr_allow_queue, k, 0))
+		count(TYR_COUNTER_ALLOW_UNQUEUED);
+}
+
+/* Whether an open by a caller that wants allow events repeats an allow of the same key whose
+ * window is open, decided under the current namespace generation: then it is counted there
+ * and needs no decision (1). ks holds the dentry's identity. */
+static __always_inline int window_repeat(const struct decide *d, struct tyr_keys *ks,
+					 struct dentry *dentry, struct vfsmount *mnt, __u32 epoch)
+{
+	if (!mnt || !epoch)
+		return 0;
+	struct tyr_akey *k = window_key(ks, d, (__u64)dentry, (__u64)mnt, epoch);
+	struct tyr_aval *a = bpf_map_lookup_elem(&tyr_allows, k);
+	if (!a || a->nsgen != ns_generation() || !window_open(a))
+		return 0;
+	window_count(a, k);
+	return 1;
+}
+
 /* Whether the allow decided in *dp for dentry/mnt falls in the suppression window of an
  * earlier event of this process (1: then counted, not reported); else 2 when the event opens
  * a window (dp->count takes the allows suppressed before it; tyr_allow_open records the
  * window once the event is sent), 0 without a window. id_read: the key scratch already holds
- * dentry's identity (dentry_keys in this run of the program). Global: verified once, and its
- * stack stays off the callers' frames. */
+ * dentry's identity and the namespace generation of the decision (decide_file in this run of
+ * the program). Global: verified once, and its stack stays off the callers' frames. */
 __noinline int tyr_allow_check(struct decide *dp, __u64 dentry, __u64 mnt, __u32 epoch,
 			       int id_read)
 {
@@ -1054,24 +1111,15 @@ __noinline int tyr_allow_check(struct decide *dp, __u64 dentry, __u64 mnt, __u32
 	ks->window = 0;
 	if (!dp || !mnt || !dentry || (!id_read && !dentry_keys((struct dentry *)dentry)))
 		return 0;
-	struct tyr_akey *k = &ks->a;
-	__builtin_memset(k, 0, sizeof(*k));
-	k->mnt = mnt;
-	k->dentry = dentry;
-	k->parent = ks->id.parent;
-	k->name_hash_len = ks->id.name_hash_len;
-	k->inode = ks->id.inode;
-	k->tgid = bpf_get_current_pid_tgid() >> 32;
-	k->epoch = epoch;
-	k->action = dp->action;
+	struct tyr_akey *k = window_key(ks, dp, dentry, mnt, epoch);
 	struct tyr_aval *a = bpf_map_lookup_elem(&tyr_allows, k);
 	if (a && window_open(a)) {
-		if (__sync_fetch_and_add(&a->pending, 1) == 0 &&
-		    bpf_map_push_elem(&tyr_allow_queue, k, 0))
-			count(TYR_COUNTER_ALLOW_UNQUEUED);
+		window_count(a, k);
 		return 1;
 	}
 	dp->count = 1 + (a ? (__u32)__sync_lock_test_and_set(&a->pending, 0) : 0);
+	/* An exec window never stands for an open's decision (its mode differs). */
+	ks->av.nsgen = id_read ? ks->nsgen : 0;
 	ks->window = 1;
 	return 2;
 }
@@ -1102,6 +1150,12 @@ static __always_inline int killed_at_entry(void)
 	return bpf_map_lookup_elem(&tyr_entry_killed, &tgid) != NULL;
 }
 
+/* Whether allow events of the caller are reported: classified agents', or everyone's. */
+static __always_inline int wants_allows(const struct tyr_proc *proc, const struct tyr_config *cfg)
+{
+	return (proc && proc->agent_type_id) || (cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL);
+}
+
 /* Kills on deny and reports per the events rule; builds the path for allow events (an allow
  * in the suppression window of an earlier event is only counted). A deny of a process that
  * a deny at syscall entry already killed is not reported again. */
@@ -1121,8 +1175,7 @@ static __always_inline void enforce(struct decide *d, const struct tyr_proc *pro
 			return;
 		enforced = TYR_ENFORCED_KILLED;
 	} else if (d->verdict == TYR_VERDICT_ALLOW) {
-		int agent = proc && proc->agent_type_id;
-		if (!agent && !(cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL))
+		if (!wants_allows(proc, cfg))
 			return;
 		int window = tyr_allow_check(d, (__u64)dentry, (__u64)mnt, cfg->epoch, id_read);
 		if (window == 1)
@@ -1278,14 +1331,6 @@ static __always_inline void interp_open(struct decide *d, const struct tyr_proc 
 	d->rule = rule;
 }
 
-/* The namespace generation now. */
-static __always_inline __u64 ns_generation(void)
-{
-	__u32 zero = 0;
-	__u64 *g = bpf_map_lookup_elem(&tyr_nsgen, &zero);
-	return g ? *g : 0;
-}
-
 /* decide_open then interp_open, through the verdict cache (tyr_maps.h): the decision of the
  * same path identity, caller identity and mode is reused while the table epoch and the
  * namespace generation (read before deciding) are those it was computed with. A decision
@@ -1298,6 +1343,8 @@ static __always_inline void decide_file(struct decide *d, const struct tyr_proc 
 	__u64 nsgen = ns_generation();
 	__u32 epoch = cfg->epoch;
 	int cacheable = ks && dentry && mnt && epoch;
+	if (ks)
+		ks->nsgen = nsgen;
 	if (ks && cacheable) {
 		struct tyr_vkey *k = &ks->v;
 		__builtin_memset(k, 0, sizeof(*k));
@@ -1368,6 +1415,10 @@ static __always_inline int on_open(long ret)
 	struct dentry *dentry = fpath.dentry;
 	struct vfsmount *mnt = fpath.mnt;
 	struct tyr_keys *ks = dentry_keys(dentry);
+	d.mode = fmode & (FMODE_READ | FMODE_WRITE);
+	d.interp = proc ? proc->flags & TYR_PROC_INTERP : 0;
+	if (ks && wants_allows(proc, cfg) && window_repeat(&d, ks, dentry, mnt, cfg->epoch))
+		return 0;
 	decide_file(&d, proc, cfg, dentry, mnt, ks, fmode);
 	enforce(&d, proc, cfg, dentry, mnt, oflags, ks != NULL);
 	return 0;
@@ -1982,6 +2033,7 @@ int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 		return 0;
 	d.agent = e.agent_type_id;
 	d.binary_mask = e.binary_mask;
+	d.mode = TYR_AKEY_EXEC;
 	decide(&d, dentry, mnt);
 	struct tyr_proc *now = bpf_map_lookup_elem(&tyr_procs, &tgid);
 	enforce(&d, now, cfg, dentry, mnt, 0, 0);

@@ -284,23 +284,33 @@ struct tyr_eval {
 };
 _Static_assert(sizeof(struct tyr_eval) == 16, "tyr_eval layout");
 
-/* Allow-event suppression (tyr_allows, LRU): one entry per (process, path identity, action,
- * table epoch) whose allow event was sent at last_ns. Repeats within TYR_ALLOW_WINDOW_NS are
- * counted in pending (the first one also queues the key in tyr_allow_queue); the next event
- * sent for the key carries them in its count, and tyrd sweeps the windows that ended with
- * allows still pending (see src/kernel/allows.rs). */
+/* Allow-event suppression (tyr_allows, LRU): one entry per (process, path identity, caller
+ * identity, mode, table epoch) whose allow event was sent at last_ns. Repeats within
+ * TYR_ALLOW_WINDOW_NS are counted in pending (the first one also queues the key in
+ * tyr_allow_queue); the next event sent for the key carries them in its count, and tyrd sweeps
+ * the windows that ended with allows still pending (see src/kernel/allows.rs). An entry also
+ * stands for its allow decision: while the namespace generation is the one it was decided
+ * under, a repeat is counted without deciding again. */
 struct tyr_akey {
 	__u64 mnt;
 	__u64 dentry;
 	__u64 parent;
 	__u64 name_hash_len;
 	__u64 inode;
+	__u64 binary_mask;
 	__u32 tgid;
 	__u32 epoch;
-	__u8 action;
-	__u8 _pad[7];
+	__u8 agent;
+	/* FMODE_READ | FMODE_WRITE of an open, or TYR_AKEY_EXEC. */
+	__u8 mode;
+	/* TYR_PROC_INTERP of the caller. */
+	__u8 interp;
+	__u8 _pad[5];
 };
-_Static_assert(sizeof(struct tyr_akey) == 56, "tyr_akey layout");
+_Static_assert(sizeof(struct tyr_akey) == 64, "tyr_akey layout");
+
+/* tyr_akey.mode of an exec (no open has it). */
+#define TYR_AKEY_EXEC 4
 
 struct tyr_aval {
 	__u64 last_ns;
@@ -308,8 +318,10 @@ struct tyr_aval {
 	/* A jiffies count before which the window is surely still open (at most a
 	 * TYR_MAX_JIFFY_NS per jiffy), so that most repeats need no clock read. */
 	__u64 open_until_jiffies;
+	/* The namespace generation the allow was decided under. */
+	__u64 nsgen;
 };
-_Static_assert(sizeof(struct tyr_aval) == 24, "tyr_aval layout");
+_Static_assert(sizeof(struct tyr_aval) == 32, "tyr_aval layout");
 
 /* Entry-time path resolution: the joined input (base directory, '/', the user string) and
  * the output offset of every component kept (to pop on ".."). */

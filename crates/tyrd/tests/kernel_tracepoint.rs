@@ -1236,6 +1236,81 @@ fn cached_verdicts_follow_policy_pushes() {
     }
 }
 
+/// An agent shell that opens the path named by each line it reads (`read < PATH`, in the
+/// shell itself: one process) and prints `ok CONTENT`.
+struct Reader {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Reader {
+    fn start(fx: &mut Fixture) -> Self {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"while read -r p; do if read -r x < "$p"; then echo "ok $x"; else echo fail; fi; done"#)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the reader");
+        fx.mark_agent(child.id());
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Reader { child, out }
+    }
+
+    /// The reader's answer for `path` (empty when it died).
+    fn read(&mut self, path: &str) -> String {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{path}").expect("write a path");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut line).expect("read an answer");
+        line.trim().to_owned()
+    }
+
+    fn killed(mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        drop(self.child.stdin.take());
+        self.child.wait().expect("wait").signal() == Some(9)
+    }
+}
+
+/// A repeated allow within its window is counted without a decision only while nothing it was
+/// decided under changed: after a policy push, or a rename that moves the file under a denied
+/// path (its dentry identity unchanged), the same process's next open is decided again.
+#[test]
+fn a_repeated_allow_is_decided_again_after_a_push_or_a_rename() {
+    let Some((_g, mut fx)) = setup() else { return };
+    std::fs::create_dir_all(fx.root.join("work/dir")).expect("dir");
+    let file = fx.p("work/dir/f");
+    std::fs::write(&file, "plain\n").expect("file");
+    let deny_work = overlay_tables(&[format!(
+        "{{name: deny-work, action: file_read, resource_pattern: \"{}/**\", verdict: deny}}",
+        fx.p("work")
+    )]);
+    let mut reader = Reader::start(&mut fx);
+    assert_eq!(reader.read(&file), "ok plain");
+    assert_eq!(reader.read(&file), "ok plain", "the repeat");
+    fx.tp.load_tables(&deny_work, 30, false).expect("push");
+    assert_eq!(reader.read(&file), "", "read after the push");
+    assert!(reader.killed(), "not killed after the push");
+    fx.event("deny after the push", |e| {
+        killed_deny(e, Action::FileRead, &file) && e.generation == 30
+    });
+
+    fx.tp
+        .load_tables(&tables(&fx.root), 31, false)
+        .expect("push the fixture's tables");
+    let mut reader = Reader::start(&mut fx);
+    assert_eq!(reader.read(&file), "ok plain");
+    assert_eq!(reader.read(&file), "ok plain", "the repeat");
+    std::fs::rename(fx.root.join("work/dir"), fx.root.join("home/.ssh/dir")).expect("rename");
+    let moved = fx.p("home/.ssh/dir/f");
+    assert_eq!(reader.read(&moved), "", "read after the rename");
+    assert!(reader.killed(), "not killed after the rename");
+    fx.event("deny under the new name", |e| {
+        killed_deny(e, Action::FileRead, &moved)
+    });
+}
+
 /// A file whose directory is renamed under a denied path is denied there, although its own
 /// dentry (parent, name, inode) is unchanged since its allow was cached.
 #[test]

@@ -217,8 +217,8 @@ pub struct TyrEvent {
     pub path: [u8; PATH_MAX],
 }
 
-/// Key of an allow-suppression window (`struct tyr_akey`): the path identity, the process,
-/// the table epoch and the action.
+/// Key of an allow-suppression window (`struct tyr_akey`): the path identity, the process
+/// and its identity, the table epoch and the mode of the open (or exec).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TyrAkey {
@@ -227,10 +227,13 @@ pub struct TyrAkey {
     pub parent: u64,
     pub name_hash_len: u64,
     pub inode: u64,
+    pub binary_mask: u64,
     pub tgid: u32,
     pub epoch: u32,
-    pub action: u8,
-    pub _pad: [u8; 7],
+    pub agent: u8,
+    pub mode: u8,
+    pub interp: u8,
+    pub _pad: [u8; 5],
 }
 
 /// An allow-suppression window (`struct tyr_aval`): when its event was sent (`ts_ns`) and
@@ -242,6 +245,8 @@ pub struct TyrAval {
     pub pending: u64,
     /// A jiffies count before which the window is surely open (the kernel's quick check).
     pub open_until_jiffies: u64,
+    /// The namespace generation the allow was decided under.
+    pub nsgen: u64,
 }
 
 const _: () = assert!(size_of::<TyrProc>() == 24);
@@ -256,8 +261,8 @@ const _: () = assert!(size_of::<TyrLpmData>() + 4 == 24);
 const _: () = assert!(size_of::<TyrLpmVal>() == 8);
 const _: () = assert!(size_of::<TyrEvent>() == 4216);
 const _: () = assert!(offset_of!(TyrEvent, path) == 120);
-const _: () = assert!(size_of::<TyrAkey>() == 56);
-const _: () = assert!(size_of::<TyrAval>() == 24);
+const _: () = assert!(size_of::<TyrAkey>() == 64);
+const _: () = assert!(size_of::<TyrAval>() == 32);
 
 // SAFETY (all impls below): `aya::Pod` requires a `Copy` type that is valid for any bit
 // pattern and has no uninitialised bytes. Each struct is `#[repr(C)]`, made only of integers
