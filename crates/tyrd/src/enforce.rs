@@ -356,15 +356,29 @@ impl Enforcer {
         let key = Some(k.discovered_id)
             .filter(|&d| d != 0)
             .or_else(|| self.discovery.key_of(k.tgid));
-        let a = self
+        let decided_by = self
             .active
             .iter()
             .rev()
-            .find(|a| a.generation == k.generation)
-            .or(self.active.last())?;
+            .find(|a| a.generation == k.generation);
+        // Agent type ids outlive generations (see `renumber`): the newest tables name them.
+        let a = decided_by.or(self.active.last())?;
         let mut e = k.to_event(&a.tables, &self.clock);
-        e.policy_version.clone_from(&a.version);
-        e.severity = a.severity(k.layer, k.rule);
+        if decided_by.is_some() {
+            e.policy_version.clone_from(&a.version);
+            e.severity = a.severity(k.layer, k.rule);
+        } else {
+            // Decided with tables replaced twice since (pushes in quick succession): its rule
+            // and version cannot be named, and no condition of another policy applies. The
+            // verdict stands; the server counts drift of an unnamed version as stale.
+            tracing::warn!(
+                generation = k.generation,
+                "event of a policy generation no longer held"
+            );
+            e.rule = None;
+            e.metadata
+                .insert("policy_generation".to_owned(), k.generation.to_string());
+        }
         e.process_exe = cached.exe;
         e.cmdline = cached.cmdline;
         // The kernel carries the agent's key; the event names its id (none when unknown).
@@ -383,7 +397,9 @@ impl Enforcer {
             e.metadata
                 .insert("unregistered_agents".to_owned(), mode.to_owned());
         }
-        apply_conditions(a, &self.homes, &mut e);
+        if let Some(a) = decided_by {
+            apply_conditions(a, &self.homes, &mut e);
+        }
         Some(e)
     }
 
@@ -745,6 +761,62 @@ mod tests {
         let mut ev = kernel_says(1000);
         apply_conditions(active, &e.homes, &mut ev);
         assert_eq!(ev, kernel_says(1000), "the condition does not hold");
+    }
+
+    /// An event names the rule and version of the generation that decided it; one whose
+    /// generation is no longer held names neither (never another policy's rule).
+    #[test]
+    fn events_of_a_replaced_generation_name_no_rule() {
+        let (mut e, _tx) = fed("audit");
+        let policy = |name: &str| {
+            let yaml = format!(
+                "apiVersion: tyr.dev/v1\nkind: Policy\nmetadata: {{name: base}}\nspec:\n  rules:\n\
+                 \x20   - {{name: {name}, action: file_read, resource_pattern: /srv/**, verdict: deny}}\n"
+            );
+            EffectiveSet {
+                base: Some(tyr_policy::parse(&yaml).expect("policy")),
+                overlays: Vec::new(),
+            }
+        };
+        e.apply("base@1", policy("first")).expect("apply");
+        let first = e.active.last().expect("active").generation;
+        let kernel = |generation| KernelEvent {
+            boot_ns: 0,
+            cgroup_id: 0,
+            discovered_id: 0,
+            generation,
+            pid: 5,
+            tgid: 5,
+            ppid: 1,
+            uid: 0,
+            action: Action::FileRead,
+            verdict: tyr_policy::model::Verdict::Deny,
+            enforced: event::Enforced::Killed,
+            layer: 0,
+            rule: Some(0),
+            agent_type_id: 0,
+            fail_closed: false,
+            at_entry: false,
+            operation: None,
+            open_flags: 0,
+            comm: "cat".into(),
+            path: Some("/srv/a".into()),
+            dest: None,
+            count: 1,
+            window: false,
+        };
+        let named = e.to_event(&kernel(first)).expect("event");
+        assert_eq!(
+            (named.rule.as_deref(), named.policy_version.as_str()),
+            (Some("first"), "base@1")
+        );
+        e.apply("base@2", policy("second")).expect("apply");
+        e.apply("base@3", policy("third")).expect("apply");
+        let gone = e.to_event(&kernel(first)).expect("event");
+        assert_eq!(gone.rule, None, "named by another generation's rule");
+        assert_eq!(gone.policy_version, "");
+        assert_eq!(gone.metadata["policy_generation"], first.to_string());
+        assert_eq!(gone.verdict, event::Verdict::Deny);
     }
 
     #[test]
