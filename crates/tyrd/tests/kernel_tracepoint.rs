@@ -690,6 +690,102 @@ fn a_restarted_daemon_adopts_the_pinned_state() {
     drop(dir);
 }
 
+/// Pins a hash map of key and value sizes `key`/`value` at `path` (as another build might
+/// have left one), with the raw bpf(2) calls.
+fn pin_foreign_map(path: &Path, key: u32, value: u32) {
+    #[repr(C)]
+    struct Create {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    }
+    #[repr(C)]
+    struct Pin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let create = Create {
+        map_type: 1,
+        key_size: key,
+        value_size: value,
+        max_entries: 16,
+    };
+    // SAFETY: bpf(BPF_MAP_CREATE) and bpf(BPF_OBJ_PIN) with attributes that outlive the calls.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0,
+            &create as *const Create,
+            size_of::<Create>(),
+        )
+    };
+    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    let pin = Pin {
+        pathname: name.as_ptr() as u64,
+        bpf_fd: fd as u32,
+        file_flags: 0,
+    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, &pin as *const Pin, size_of::<Pin>()) };
+    assert_eq!(rc, 0, "pin: {}", std::io::Error::last_os_error());
+    unsafe { libc::close(fd as i32) };
+}
+
+/// A pinned map another tyrd build left with another layout is replaced, so the daemon
+/// still enforces (it used to fall back to observe); compatible maps keep their state.
+#[test]
+fn a_pinned_map_of_another_layout_is_replaced() {
+    let Some((_g, fx)) = setup() else { return };
+    let Fixture {
+        root, agent_id, tp, ..
+    } = fx;
+    drop(tp);
+    let pins = Pins(PathBuf::from(format!(
+        "/sys/fs/bpf/tyr-test-layout-{}",
+        std::process::id()
+    )));
+    let mut first = Tracepoints::load_pinned(&pins.0).expect("first daemon");
+    let proc = TyrProc {
+        agent_type_id: agent_id,
+        discovered_id: 9,
+        ..TyrProc::default()
+    };
+    let holder = gated("true");
+    first.set_process(holder.id(), proc).expect("seed");
+    drop(first);
+    let allows = pins.0.join("maps/tyr_allows");
+    std::fs::remove_file(&allows).expect("unpin tyr_allows");
+    pin_foreign_map(&allows, 8, 8);
+    let mut second = Tracepoints::load_pinned(&pins.0).expect("loads over a foreign map");
+    let info = aya::maps::MapInfo::from_pin(&allows).expect("tyr_allows pinned again");
+    assert_ne!(
+        (info.key_size(), info.value_size()),
+        (8, 8),
+        "still the foreign map"
+    );
+    let kept = second
+        .process(holder.id())
+        .expect("lookup")
+        .expect("identity kept");
+    assert_eq!(kept.discovered_id, 9);
+    second
+        .load_tables(&tables(&root), 1, false)
+        .expect("tables");
+    let secret = root.join("home/.ssh/id_rsa");
+    let child = gated(&format!("cat {}; echo rc=$?", secret.display()));
+    second.set_process(child.id(), proc).expect("seed");
+    let out = release(child);
+    assert!(
+        out.contains("rc=137") && !out.contains(SECRET),
+        "not enforced: {out:?}"
+    );
+    release(holder);
+    drop(second);
+    drop(pins);
+}
+
 /// Fork churn under an agent: every child is governed while it lives and removed when it
 /// exits, so the identity map ends empty.
 #[test]

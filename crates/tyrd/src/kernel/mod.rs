@@ -22,6 +22,7 @@ pub mod interps;
 pub mod lsm;
 pub mod maps;
 mod mounts;
+mod pins;
 pub mod probe;
 pub mod tables;
 mod tracepoints;
@@ -322,6 +323,8 @@ pub enum KernelError {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error("parsing the BPF object: {0}")]
+    Parse(String),
     #[error("map `{0}` of the BPF object is not listed in `MAPS`")]
     Unlisted(String),
     #[error("map `{0}` is missing from the BPF object")]

@@ -79,6 +79,7 @@ impl Tracepoints {
             loader.map_max_entries("tyr_procs", n);
         }
         if let Some(dir) = map_pins {
+            super::pins::drop_incompatible(TRACEPOINT_OBJ, dir)?;
             for name in MAPS {
                 loader.map_pin_path(name, dir.join(name));
             }
