@@ -49,6 +49,18 @@ use verdicts::{Active, apply_conditions};
 /// Environment variable overriding the pin directory [`PIN_DIR`]; empty: nothing is pinned
 /// (programs detach when the daemon exits; tests use this).
 pub const PIN_DIR_ENV: &str = "TYRD_BPF_PIN_DIR";
+
+/// Returns the heap the allocator keeps free to the system: loading the kernel side (parsed
+/// kernel BTF) and compiling a policy leave megabytes free, which glibc would otherwise keep
+/// mapped for the daemon's whole life. Run after each policy load (the first follows the
+/// kernel load).
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 /// Directory under the cgroup v2 root holding one cgroup per agent type (`tyr run`).
 pub const AGENTS_CGROUP: &str = "tyr-agents";
 /// Names another directory than [`AGENTS_CGROUP`] (read by `tyr run` too). Tests give each
@@ -318,6 +330,7 @@ impl Enforcer {
         if self.active.len() > 2 {
             self.active.remove(0);
         }
+        release_free_heap();
         Ok(())
     }
 
