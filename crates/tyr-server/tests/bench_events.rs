@@ -163,6 +163,37 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The settings of the PostgreSQL server that matter for ingest (bench/pg-tune.sh).
+async fn pg_config(url: &str) -> String {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let mut out = Vec::new();
+    for name in [
+        "server_version",
+        "shared_buffers",
+        "max_wal_size",
+        "checkpoint_timeout",
+        "wal_compression",
+        "wal_buffers",
+        "synchronous_commit",
+        "fsync",
+    ] {
+        let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+            .fetch_one(&pool)
+            .await
+            .expect("show");
+        out.push(format!("{name}={v}"));
+    }
+    pool.close().await;
+    out.join(" ")
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 async fn run(backend: Backend) {
     let Some(s) = TestServer::start(backend).await else {
         return;
@@ -186,6 +217,14 @@ async fn run(backend: Backend) {
         total: total as u64,
     };
     let mut stored = 0usize;
+    let url = s.db.as_ref().expect("db").url.clone();
+    if backend == Backend::Postgres {
+        println!("BENCH Postgres config: {}", pg_config(&url).await);
+    }
+    println!(
+        "BENCH {backend:?} load average before ingest: {}",
+        loadavg()
+    );
 
     // Throughput at two batch sizes, 100 000 events each, one batch at a time (one stream).
     // Events are generated before the clock starts: the daemons' work, not the server's.
@@ -255,8 +294,9 @@ async fn run(backend: Backend) {
         (stored - filled_from) as f64 / started.elapsed().as_secs_f64().max(1e-9)
     );
 
+    println!("BENCH {backend:?} load average after ingest: {}", loadavg());
+
     // Planner statistics, as autovacuum (PostgreSQL) or `ANALYZE` (SQLite) keep them.
-    let url = s.db.as_ref().expect("db").url.clone();
     let started = Instant::now();
     match backend {
         Backend::Sqlite => {

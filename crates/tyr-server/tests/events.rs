@@ -24,6 +24,7 @@ on_both_backends! {
     sse_delivers_and_reports_drops => sse_delivers_and_reports_drops;
     retention_deletes_old_events => retention_deletes_old_events;
     future_dated_events_are_clamped => future_dated_events_are_clamped;
+    corrupt_metadata_is_shown_not_hidden => corrupt_metadata_is_shown_not_hidden;
 }
 
 fn now() -> u64 {
@@ -117,6 +118,68 @@ async fn ingest_is_idempotent(backend: Backend) {
     );
     let page = get_json(&s, &admin, "/api/v1/events").await;
     assert_eq!(page["events"].as_array().map(Vec::len), Some(6));
+
+    // Within one batch, a repeated seq and a repeated event_id are stored once: the first
+    // event holding a key claims it (on PostgreSQL the plain insert fails on the unique
+    // index, and the batch is stored again skipping them).
+    let first = event(
+        8,
+        "/tmp/f8",
+        Verdict::Allow,
+        Enforced::None,
+        "builtin-audit",
+        t,
+    );
+    let same_seq = event(
+        8,
+        "/tmp/f8-twin",
+        Verdict::Allow,
+        Enforced::None,
+        "builtin-audit",
+        t,
+    );
+    let mut same_id = event(
+        9,
+        "/tmp/f9",
+        Verdict::Allow,
+        Enforced::None,
+        "builtin-audit",
+        t,
+    );
+    same_id.event_id = first.event_id.clone();
+    let fresh = event(
+        10,
+        "/tmp/f10",
+        Verdict::Allow,
+        Enforced::None,
+        "builtin-audit",
+        t,
+    );
+    assert_eq!(
+        ingest(&store, &fleet, &d, vec![first, same_seq, same_id, fresh])
+            .await
+            .expect("duplicates within a batch"),
+        10
+    );
+    let page = get_json(&s, &admin, "/api/v1/events?limit=1000").await;
+    let mut stored: Vec<(i64, String)> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_i64().expect("seq"),
+                e["resource"].as_str().expect("resource").to_owned(),
+            )
+        })
+        .collect();
+    stored.sort();
+    let stored: Vec<(i64, &str)> = stored.iter().map(|(s, r)| (*s, r.as_str())).collect();
+    assert_eq!(
+        stored[6..],
+        [(8, "/tmp/f8"), (10, "/tmp/f10")],
+        "first claim of each key wins"
+    );
     s.stop().await;
 }
 
@@ -599,5 +662,62 @@ async fn future_dated_events_are_clamped(backend: Backend) {
         .await
         .expect("purge");
     assert_eq!(deleted, 1, "a future-dated event outlived retention");
+    s.stop().await;
+}
+
+/// Stored metadata that is not a JSON object (damaged in the database) is returned whole under
+/// `tyr.corrupt_metadata` instead of becoming `{}`; the other events of the page are intact.
+async fn corrupt_metadata_is_shown_not_hidden(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let admin = s.setup_admin().await;
+    let (store, fleet) = (s.running_store(), s.running_fleet());
+    let d = daemon(&store, "host-a", Tier::Lsm).await;
+    let t = now();
+    let batch: Vec<_> = (1..=2)
+        .map(|seq| {
+            let mut e = event(
+                seq,
+                "/tmp/m",
+                Verdict::Allow,
+                Enforced::None,
+                "builtin-audit",
+                t,
+            );
+            e.metadata.insert("policy".into(), "base".into());
+            e
+        })
+        .collect();
+    ingest(&store, &fleet, &d, batch).await.expect("ingest");
+    const DAMAGE: &str = "UPDATE events SET metadata = '{\"policy\": \"ba' WHERE seq = 1";
+    let url = s.db.as_ref().expect("db").url.clone();
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("open db");
+            sqlx::query(DAMAGE).execute(&pool).await.expect("damage");
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.expect("open db");
+            sqlx::query(DAMAGE).execute(&pool).await.expect("damage");
+            pool.close().await;
+        }
+    }
+    let page = get_json(&s, &admin, "/api/v1/events").await;
+    let by_seq = |seq: i64| {
+        page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["seq"] == seq)
+            .expect("listed")
+            .clone()
+    };
+    assert_eq!(
+        by_seq(1)["metadata"],
+        serde_json::json!({"tyr.corrupt_metadata": "{\"policy\": \"ba"})
+    );
+    assert_eq!(by_seq(2)["metadata"], serde_json::json!({"policy": "base"}));
     s.stop().await;
 }

@@ -17,7 +17,7 @@ use super::query::Query;
 use super::{Access, AppState, RouteSpec};
 use crate::fleet::Fleet;
 use crate::metrics::{DbOp, KINDS, VERDICTS};
-use crate::store::events::{Cursor, EventFilter, EventRecord};
+use crate::store::events::{Cursor, EventFilter, EventMatcher, EventRecord};
 use crate::store::time::{now_ms, parse_rfc3339};
 
 /// Default page size.
@@ -198,7 +198,7 @@ fn frame(e: &EventRecord) -> Option<SseEvent> {
 /// it missed when it read too slowly, and the end of the stream at shutdown.
 fn frames(
     fleet: Arc<Fleet>,
-    filter: EventFilter,
+    filter: EventMatcher,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let rx = fleet.subscribe_events();
     let closing = fleet.closing();
@@ -236,7 +236,7 @@ async fn stream(
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let filter = filter_of(&q)?;
-    Ok(Sse::new(frames(state.fleet.clone(), filter)).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(frames(state.fleet.clone(), filter.matcher())).keep_alive(KeepAlive::default()))
 }
 
 #[cfg(test)]

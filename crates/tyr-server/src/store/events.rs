@@ -9,6 +9,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::time::rfc3339;
 use super::{Db, RowExt, Store, StoreError, StoreResult, on_pool};
+use crate::metrics::VERDICTS;
 
 /// Optional column access for both backends (complements [`RowExt`]).
 pub(crate) trait RowOptExt {
@@ -123,7 +124,8 @@ const EVENT_COLS: [&str; 24] = [
 /// and the usual batches (multiples of 100) take few statements.
 const SQLITE_CHUNKS: [usize; 5] = [500, 100, 20, 5, 1];
 
-/// The PostgreSQL insert: the batch as one array per column, unnested into rows.
+/// The PostgreSQL insert: the batch as one array per column, unnested into rows. Used as
+/// is when every row is new (the usual case), and with [`PG_SKIP_STORED`] appended otherwise.
 const PG_INSERT: &str = "INSERT INTO events (event_id, daemon_id, seq, discovered_agent_id, \
     agent_type, kind, resource, verdict, enforced, severity, policy_version, rule, pid, ppid, \
     uid, process_exe, cmdline, timestamp_ns, ts, count, metadata, server_verdict, \
@@ -131,8 +133,13 @@ const PG_INSERT: &str = "INSERT INTO events (event_id, daemon_id, seq, discovere
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
     $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], $18::bigint[], \
-    $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::boolean[], $24::text[]) \
-    ON CONFLICT DO NOTHING RETURNING daemon_id, seq";
+    $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::boolean[], $24::text[])";
+
+/// Skips rows already stored and returns the keys of the new ones. `ON CONFLICT` makes
+/// PostgreSQL probe both unique indexes and insert each row speculatively (an extra WAL
+/// record per row): a quarter to a third of an insert's cost (bench/BENCHMARKS.md), so it is
+/// paid only for batches holding a row already stored.
+const PG_SKIP_STORED: &str = " ON CONFLICT DO NOTHING RETURNING daemon_id, seq";
 
 impl EventRecord {
     /// The `metadata` column: the map as a JSON object.
@@ -175,11 +182,12 @@ fn bind_sqlite<'q>(
         .bind(e.drift_cause.as_deref())
 }
 
-/// Inserts `events` on SQLite with multi-row statements; returns the keys of the new rows.
+/// Inserts `events` on SQLite with multi-row statements, skipping rows already stored;
+/// returns whether each was newly stored.
 async fn insert_sqlite(
     tx: &mut sqlx::SqliteConnection,
     events: &[EventRecord],
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
+) -> Result<Vec<bool>, sqlx::Error> {
     let mut inserted = Vec::with_capacity(events.len());
     let mut rest = events;
     while let Some(&size) = SQLITE_CHUNKS.iter().find(|&&n| n <= rest.len()) {
@@ -191,21 +199,29 @@ async fn insert_sqlite(
             inserted.push((row.text("daemon_id")?, row.int("seq")?));
         }
     }
-    Ok(inserted)
+    Ok(fresh_flags(events, &inserted))
 }
 
-/// Inserts `events` on PostgreSQL in one statement; returns the keys of the new rows.
+/// Inserts `events` on PostgreSQL in one statement; returns whether each was newly stored.
+/// Without `skip_stored`, a row already stored (or twice in `events`) fails the statement
+/// with a unique violation.
 async fn insert_postgres(
     tx: &mut sqlx::PgConnection,
     events: &[EventRecord],
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    skip_stored: bool,
+) -> Result<Vec<bool>, sqlx::Error> {
     let text = |f: fn(&EventRecord) -> &str| events.iter().map(f).collect::<Vec<_>>();
     let opt = |f: fn(&EventRecord) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
     let int = |f: fn(&EventRecord) -> i64| events.iter().map(f).collect::<Vec<_>>();
     let opt_int = |f: fn(&EventRecord) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
     let metadata: Vec<String> = events.iter().map(EventRecord::metadata_json).collect();
     let drifted: Vec<bool> = events.iter().map(|e| e.drift_detected).collect();
-    let rows = sqlx::query(PG_INSERT)
+    let sql = if skip_stored {
+        sqlx::AssertSqlSafe(format!("{PG_INSERT}{PG_SKIP_STORED}"))
+    } else {
+        sqlx::AssertSqlSafe(PG_INSERT.to_owned())
+    };
+    let rows = sqlx::query(sql)
         .bind(text(|e| &e.event_id))
         .bind(text(|e| &e.daemon_id))
         .bind(int(|e| e.seq))
@@ -232,16 +248,46 @@ async fn insert_postgres(
         .bind(opt(|e| e.drift_cause.as_deref()))
         .fetch_all(&mut *tx)
         .await?;
-    rows.iter()
+    if !skip_stored {
+        return Ok(vec![true; events.len()]);
+    }
+    let inserted = rows
+        .iter()
         .map(|r| Ok((r.text("daemon_id")?, r.int("seq")?)))
-        .collect()
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(fresh_flags(events, &inserted))
+}
+
+/// The key under which [`metadata_from`] returns stored metadata that is not a JSON object.
+pub const CORRUPT_METADATA_KEY: &str = "tyr.corrupt_metadata";
+
+/// The stored `metadata` text of event `event_id` as a map. Text that is not a JSON object (a
+/// damaged row, or one written by something else) is neither dropped nor fatal to the page:
+/// it is logged as an error and returned whole under [`CORRUPT_METADATA_KEY`], so the event
+/// still lists and an operator sees both that its metadata is damaged and what is left of it.
+fn metadata_from(event_id: &str, raw: String) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::from_str(&raw) {
+        Ok(map) => map,
+        Err(error) => {
+            tracing::error!(
+                event_id,
+                %error,
+                "stored event metadata is not a JSON object: returned as text under {CORRUPT_METADATA_KEY}"
+            );
+            serde_json::Map::from_iter([(
+                CORRUPT_METADATA_KEY.to_owned(),
+                serde_json::Value::String(raw),
+            )])
+        }
+    }
 }
 
 fn event_from<R: RowExt + RowOptExt>(r: &R) -> Result<EventRecord, sqlx::Error> {
     let ts = r.int("ts")?;
-    let metadata = serde_json::from_str(&r.text("metadata")?).unwrap_or_default();
+    let event_id = r.text("event_id")?;
+    let metadata = metadata_from(&event_id, r.text("metadata")?);
     Ok(EventRecord {
-        event_id: r.text("event_id")?,
+        event_id,
         daemon_id: r.text("daemon_id")?,
         seq: r.int("seq")?,
         discovered_agent_id: r.opt_text("discovered_agent_id")?,
@@ -288,31 +334,11 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    /// Whether `e` passes the filter (the SQL of [`Store::query_events`], in memory).
-    pub fn matches(&self, e: &EventRecord) -> bool {
-        let eq = |want: &Option<String>, have: Option<&str>| {
-            want.as_deref().is_none_or(|w| have == Some(w))
-        };
-        let q_hit = |q: &str| {
-            let q = q.to_lowercase();
-            [
-                Some(&e.resource),
-                e.process_exe.as_ref(),
-                e.cmdline.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|s| s.to_lowercase().contains(&q))
-        };
-        eq(&self.agent_id, Some(&e.daemon_id))
-            && eq(&self.discovered_agent_id, e.discovered_agent_id.as_deref())
-            && eq(&self.agent_type, e.agent_type.as_deref())
-            && eq(&self.kind, Some(&e.kind))
-            && eq(&self.verdict, Some(&e.verdict))
-            && self.drift_detected.is_none_or(|d| d == e.drift_detected)
-            && self.since.is_none_or(|s| e.ts >= s)
-            && self.until.is_none_or(|u| e.ts < u)
-            && self.q.as_deref().is_none_or(q_hit)
+    /// The filter prepared for matching many events in memory (an SSE subscription): `q` is
+    /// lowercased once, here, instead of once per event.
+    pub fn matcher(self) -> EventMatcher {
+        let q = self.q.as_deref().map(str::to_lowercase);
+        EventMatcher { filter: self, q }
     }
 
     /// `WHERE` conditions (joined by `AND`) and their binds, numbered from `$1`.
@@ -323,12 +349,20 @@ impl EventFilter {
             binds.push(b);
             conds.push(cond.replace('?', &format!("${}", binds.len())));
         };
+        // A known verdict is spelled as a literal (from VERDICTS, never from the request):
+        // PostgreSQL's index holds the rare verdicts only, and the planner must see the value
+        // to use it.
+        let known_verdict = self
+            .verdict
+            .as_deref()
+            .and_then(|v| VERDICTS.iter().find(|known| **known == v));
+        let bound_verdict = self.verdict.as_ref().filter(|_| known_verdict.is_none());
         let text = [
             ("daemon_id = ?", &self.agent_id),
             ("discovered_agent_id = ?", &self.discovered_agent_id),
             ("agent_type = ?", &self.agent_type),
             ("kind = ?", &self.kind),
-            ("verdict = ?", &self.verdict),
+            ("verdict = ?", &bound_verdict.cloned()),
         ];
         for (cond, v) in text {
             if let Some(v) = v {
@@ -340,6 +374,9 @@ impl EventFilter {
         }
         if let Some(u) = self.until {
             push("ts < ?", Bind::Int(u));
+        }
+        if let Some(v) = known_verdict {
+            conds.push(format!("verdict = '{v}'"));
         }
         if let Some(d) = self.drift_detected {
             // A literal, not a bind: the planner must see it to use the partial index.
@@ -364,6 +401,44 @@ impl EventFilter {
             ));
         }
         (conds, binds)
+    }
+}
+
+/// An [`EventFilter`] prepared by [`EventFilter::matcher`]: the SQL of
+/// [`Store::query_events`], in memory.
+#[derive(Debug, Clone)]
+pub struct EventMatcher {
+    filter: EventFilter,
+    /// `filter.q`, lowercased.
+    q: Option<String>,
+}
+
+impl EventMatcher {
+    /// Whether `e` passes the filter.
+    pub fn matches(&self, e: &EventRecord) -> bool {
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        let q_hit = |q: &str| {
+            [
+                Some(&e.resource),
+                e.process_exe.as_ref(),
+                e.cmdline.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|s| s.to_lowercase().contains(q))
+        };
+        let f = &self.filter;
+        eq(&f.agent_id, Some(&e.daemon_id))
+            && eq(&f.discovered_agent_id, e.discovered_agent_id.as_deref())
+            && eq(&f.agent_type, e.agent_type.as_deref())
+            && eq(&f.kind, Some(&e.kind))
+            && eq(&f.verdict, Some(&e.verdict))
+            && f.drift_detected.is_none_or(|d| d == e.drift_detected)
+            && f.since.is_none_or(|s| e.ts >= s)
+            && f.until.is_none_or(|u| e.ts < u)
+            && self.q.as_deref().is_none_or(q_hit)
     }
 }
 
@@ -419,26 +494,39 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        /// One transaction: the rows with `$insert`, then the drift counts.
+        /// One transaction: the rows with `$insert` (whether each is new), then the drift
+        /// counts; evaluates to the transaction's `Result<Vec<bool>, sqlx::Error>`.
         macro_rules! in_tx {
-            ($pool:expr, $insert:ident) => {{
-                let mut tx = $pool.begin().await?;
-                let inserted = $insert(&mut tx, events).await?;
-                let fresh = fresh_flags(events, &inserted);
-                for (daemon_id, drifted) in drift_counts(events, &fresh) {
-                    sqlx::query("UPDATE daemons SET drift_count = drift_count + $1 WHERE id = $2")
+            ($pool:expr, |$tx:ident| $insert:expr) => {
+                async {
+                    let mut $tx = $pool.begin().await?;
+                    let fresh = $insert.await?;
+                    for (daemon_id, drifted) in drift_counts(events, &fresh) {
+                        sqlx::query(
+                            "UPDATE daemons SET drift_count = drift_count + $1 WHERE id = $2",
+                        )
                         .bind(drifted)
                         .bind(daemon_id)
-                        .execute(&mut *tx)
+                        .execute(&mut *$tx)
                         .await?;
+                    }
+                    $tx.commit().await?;
+                    Ok::<_, sqlx::Error>(fresh)
                 }
-                tx.commit().await?;
-                fresh
-            }};
+            };
         }
         Ok(match &self.db {
-            Db::Sqlite(p) => in_tx!(p, insert_sqlite),
-            Db::Postgres(p) => in_tx!(p, insert_postgres),
+            Db::Sqlite(p) => in_tx!(p, |tx| insert_sqlite(&mut tx, events)).await?,
+            // Plain inserts first; a batch holding an already stored row (a daemon resending
+            // after a reconnect) fails on the unique index and is stored again skipping them.
+            Db::Postgres(p) => {
+                match in_tx!(p, |tx| insert_postgres(&mut tx, events, false)).await {
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        in_tx!(p, |tx| insert_postgres(&mut tx, events, true)).await?
+                    }
+                    r => r?,
+                }
+            }
         })
     }
 
@@ -569,6 +657,83 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("zz"), None);
         assert_eq!(Cursor::decode(&hex::encode("x:y")), None);
+    }
+
+    fn record() -> EventRecord {
+        EventRecord {
+            event_id: "0190a8b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b".into(),
+            daemon_id: "d".into(),
+            seq: 1,
+            discovered_agent_id: None,
+            agent_type: None,
+            kind: "EXEC".into(),
+            resource: "/Opt/NeedleTool".into(),
+            verdict: "DENY".into(),
+            enforced: "blocked".into(),
+            severity: None,
+            policy_version: None,
+            rule: None,
+            pid: None,
+            ppid: None,
+            uid: None,
+            process_exe: None,
+            cmdline: Some("run --FAST".into()),
+            timestamp_ns: 0,
+            timestamp: String::new(),
+            count: 1,
+            metadata: serde_json::Map::new(),
+            server_verdict: None,
+            drift_detected: false,
+            drift_cause: None,
+            ts: 5,
+        }
+    }
+
+    #[test]
+    fn matcher_compares_q_in_any_case() {
+        let e = record();
+        let with_q = |q: &str| EventFilter {
+            q: Some(q.into()),
+            ..EventFilter::default()
+        };
+        for hit in ["nEEDLEtool", "needle", "--fast", "OPT/"] {
+            assert!(with_q(hit).matcher().matches(&e), "{hit}");
+        }
+        assert!(!with_q("haystack").matcher().matches(&e));
+        let other = EventFilter {
+            verdict: Some("ALLOW".into()),
+            ..with_q("needle")
+        };
+        assert!(!other.matcher().matches(&e));
+    }
+
+    #[test]
+    fn corrupt_metadata_is_returned_whole_under_its_key() {
+        let ok = metadata_from("e", r#"{"policy":"p"}"#.into());
+        assert_eq!(ok.get("policy"), Some(&serde_json::json!("p")));
+        for raw in ["{\"policy\": tru", "[1, 2]", "not json"] {
+            let m = metadata_from("e", raw.into());
+            assert_eq!(m.len(), 1, "{raw}");
+            assert_eq!(m.get(CORRUPT_METADATA_KEY), Some(&serde_json::json!(raw)));
+        }
+    }
+
+    #[test]
+    fn known_verdicts_are_literals_others_binds() {
+        let (conds, binds) = EventFilter {
+            verdict: Some("DENY".into()),
+            ..EventFilter::default()
+        }
+        .sql();
+        assert_eq!(conds, ["verdict = 'DENY'"]);
+        assert!(binds.is_empty());
+        let (conds, binds) = EventFilter {
+            verdict: Some("x' OR '1'='1".into()),
+            ..EventFilter::default()
+        }
+        .sql();
+        assert_eq!(conds, ["verdict = $1"]);
+        assert!(matches!(&binds[..], [Bind::Text(v)] if v == "x' OR '1'='1"));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! `sqlx::migrate!` needs the `sqlx-macros` crate (which builds SQLite a second time); the
 //! files are embedded with `include_str!` instead. To add a migration, create
-//! `migrations/{sqlite,postgres}/NNNN_name.sql` with the next number and add one line to
-//! each list below. Never edit a released migration: sqlx checks their checksums.
+//! `migrations/{sqlite,postgres}/NNNN_name.sql` with the next number of that backend and add
+//! it to its list below (the backends are numbered separately: PostgreSQL's 0003 has no
+//! SQLite counterpart). Never edit a released migration: sqlx checks their checksums.
 
 use std::borrow::Cow;
 
@@ -33,6 +34,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "daemon_gaps",
         include_str!("../../migrations/postgres/0002_daemon_gaps.sql"),
+    ),
+    (
+        3,
+        "slim_event_indexes",
+        include_str!("../../migrations/postgres/0003_slim_event_indexes.sql"),
     ),
 ];
 
