@@ -144,11 +144,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         store: store.clone(),
         jwt: JwtKeys::new(&keys.jwt_secret),
         ca_pem: Arc::from(keys.ca.cert_pem()),
-        login_limiter: Arc::new(LoginLimiter::default()),
+        login_limiter: Arc::new(LoginLimiter::new(config.failure_window)),
         fleet: fleet.clone(),
     };
     let app = rest::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let grpc = crate::grpc::start(config.grpc_bind, &keys, store.clone(), fleet.clone())?;
+    let register_limiter = Arc::new(LoginLimiter::new(config.failure_window));
+    let grpc = crate::grpc::start(
+        config.grpc_bind,
+        &keys,
+        store.clone(),
+        fleet.clone(),
+        register_limiter,
+    )?;
 
     let addr = config.rest_bind;
     let bind_err = |source| StartError::Bind { addr, source };

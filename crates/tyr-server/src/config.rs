@@ -45,6 +45,10 @@ pub struct Config {
     pub web_dir: Option<PathBuf>,
     /// `tracing` filter.
     pub rust_log: String,
+    /// Sliding window of the failed-login and failed-registration limits
+    /// ([`crate::ratelimit::WINDOW`]). Not read from the environment or the file: only code
+    /// embedding the server (tests) sets another.
+    pub failure_window: std::time::Duration,
 }
 
 /// Invalid configuration.
@@ -221,6 +225,7 @@ impl Config {
             })?,
             web_dir: get("TYR_WEB_DIR").map(PathBuf::from),
             rust_log: get("RUST_LOG").unwrap_or("info").to_owned(),
+            failure_window: crate::ratelimit::WINDOW,
             data_dir,
         })
     }

@@ -21,6 +21,8 @@ pub const CA_VALIDITY_DAYS: i64 = 3650;
 pub const SERVER_VALIDITY_DAYS: i64 = 365;
 /// Validity of an agent client certificate (SPEC §5).
 pub const CLIENT_VALIDITY_DAYS: i64 = 30;
+/// Longest accepted CSR PEM, at registration and at renewal (a daemon's is under 1 KiB).
+pub const MAX_CSR_PEM: usize = 16 * 1024;
 
 /// Errors of certificate handling.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,9 @@ pub enum PkiError {
     /// A PEM/DER input could not be parsed.
     #[error("malformed {0}")]
     Malformed(&'static str),
+    /// A CSR PEM longer than [`MAX_CSR_PEM`], refused before parsing.
+    #[error("certificate signing request is too large (over {MAX_CSR_PEM} bytes)")]
+    CsrTooLarge,
     /// The CSR's self-signature does not verify.
     #[error("certificate signing request signature is invalid")]
     BadCsrSignature,
@@ -184,10 +189,9 @@ impl Ca {
     /// Signs an agent's PKCS#10 CSR into a 30-day client certificate (clientAuth EKU) whose
     /// subject CN and SAN (`urn:uuid:<agent_id>`) carry `agent_id`. Only the CSR's public key
     /// is used: its requested subject and extensions are ignored. The CSR's signature must
-    /// verify (proof of possession).
+    /// verify (proof of possession). A PEM over [`MAX_CSR_PEM`] is refused before parsing.
     pub fn sign_client_csr(&self, csr_pem: &str, agent_id: &str) -> Result<IssuedCert, PkiError> {
-        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|_| PkiError::Malformed("certificate signing request"))?;
+        let der = parse_csr_pem(csr_pem)?;
         self.sign_client_csr_der(der.as_ref(), agent_id)
     }
 
@@ -280,6 +284,15 @@ pub fn fingerprint_of(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
+/// The DER of a CSR PEM of at most [`MAX_CSR_PEM`] bytes (the size is checked first).
+pub fn parse_csr_pem(csr_pem: &str) -> Result<CertificateSigningRequestDer<'static>, PkiError> {
+    if csr_pem.len() > MAX_CSR_PEM {
+        return Err(PkiError::CsrTooLarge);
+    }
+    CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|_| PkiError::Malformed("certificate signing request"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +362,22 @@ mod tests {
             ca.sign_client_csr_der(&der, "a"),
             Err(PkiError::BadCsrSignature | PkiError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn oversized_csrs_are_refused_before_parsing() {
+        let ca = Ca::generate().expect("ca");
+        // A valid CSR behind explanatory text (which PEM allows) grown past the limit.
+        let csr = csr_with_extras();
+        let padded = format!("{}\n{csr}", "x".repeat(MAX_CSR_PEM));
+        assert!(CertificateSigningRequestDer::from_pem_slice(padded.as_bytes()).is_ok());
+        assert!(matches!(
+            ca.sign_client_csr(&padded, "a"),
+            Err(PkiError::CsrTooLarge)
+        ));
+        let at_limit = format!("{}\n{csr}", "x".repeat(MAX_CSR_PEM - csr.len() - 1));
+        assert_eq!(at_limit.len(), MAX_CSR_PEM);
+        assert!(ca.sign_client_csr(&at_limit, "a").is_ok());
     }
 
     fn pem_der(pem: &str) -> Vec<u8> {

@@ -5,20 +5,36 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures allowed per key within [`WINDOW`].
+/// Failures allowed per key within the window.
 pub const MAX_FAILURES: usize = 5;
-/// The sliding window.
+/// The sliding window of the server's limiters.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Above this many tracked keys, idle ones are pruned on the next failure.
 const PRUNE_ABOVE: usize = 10_000;
 
 /// Tracks recent failures per key (`user:<name>`, `addr:<ip>`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LoginLimiter {
+    window: Duration,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
+impl Default for LoginLimiter {
+    /// A limiter over [`WINDOW`].
+    fn default() -> Self {
+        Self::new(WINDOW)
+    }
+}
+
 impl LoginLimiter {
+    /// A limiter allowing [`MAX_FAILURES`] per key within the sliding `window`.
+    pub fn new(window: Duration) -> Self {
+        LoginLimiter {
+            window,
+            failures: Mutex::default(),
+        }
+    }
+
     /// `Err(retry_after)` if any key has reached [`MAX_FAILURES`] within the window.
     pub fn check(&self, keys: &[String]) -> Result<(), Duration> {
         let now = Instant::now();
@@ -29,10 +45,11 @@ impl LoginLimiter {
             .filter_map(|q| {
                 let recent: Vec<&Instant> = q
                     .iter()
-                    .filter(|t| now.duration_since(**t) < WINDOW)
+                    .filter(|t| now.duration_since(**t) < self.window)
                     .collect();
                 (recent.len() >= MAX_FAILURES).then(|| {
-                    WINDOW.saturating_sub(now.duration_since(*recent[recent.len() - MAX_FAILURES]))
+                    self.window
+                        .saturating_sub(now.duration_since(*recent[recent.len() - MAX_FAILURES]))
                 })
             })
             .max();
@@ -47,11 +64,17 @@ impl LoginLimiter {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > PRUNE_ABOVE {
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+            map.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.duration_since(*t) < self.window)
+            });
         }
         for k in keys {
             let q = map.entry(k.clone()).or_default();
-            while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= self.window)
+            {
                 q.pop_front();
             }
             q.push_back(now);
@@ -95,5 +118,19 @@ mod tests {
         assert!(l.check(&["user:b".to_owned(), "addr:2".to_owned()]).is_ok());
         l.clear("user:a");
         assert!(l.check(&["user:a".to_owned()]).is_ok());
+    }
+
+    #[test]
+    fn the_window_is_the_limiters() {
+        let l = LoginLimiter::new(Duration::from_millis(300));
+        let a = vec!["addr:1".to_owned()];
+        for _ in 0..MAX_FAILURES {
+            l.record_failure(&a);
+        }
+        // Retry hints are whole seconds, at least one.
+        assert_eq!(l.check(&a), Err(Duration::from_secs(1)));
+        // Once the window has passed, the failures no longer count.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(l.check(&a).is_ok());
     }
 }

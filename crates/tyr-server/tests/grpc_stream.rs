@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tyr_proto::agent::{
-    AgentMessage, Heartbeat, ServerMessage, agent_message::Msg, server_message,
+    AgentMessage, Heartbeat, RenewRequest, ServerMessage, agent_message::Msg, server_message,
 };
 use tyr_proto::events::{self, EventBatch, Record, record};
 use tyr_testkit::grpc::{self, Credentials, OpenStream, issue_client_cert, other_ca};
@@ -482,4 +482,32 @@ async fn gap_records_are_counted_once_before_their_ack(server: TestServer) {
         metric(&server, "tyr_events_lost_total{reason=\"ring_buffer\"}").await,
         7
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_applies_the_registration_csr_size_limit() {
+    let server = server().await;
+    let creds = grpc::register(&server, &server.bootstrap_token)
+        .await
+        .expect("register");
+
+    // A valid CSR behind explanatory text (which PEM allows), over the size limit: refused
+    // before parsing, as at registration, and the stream ends.
+    let (_, csr) = grpc::key_and_csr();
+    let oversized = format!("{}\n{csr}", "x".repeat(tyr_server::pki::MAX_CSR_PEM));
+    let mut s = connected(&server, &creds).await;
+    send(&s, Msg::RenewRequest(RenewRequest { csr_pem: oversized })).await;
+    let err = next(&mut s).await.expect_err("oversized CSR refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("too large"), "{err:?}");
+
+    // The same CSR without the padding renews the certificate.
+    let mut s = connected(&server, &creds).await;
+    send(&s, Msg::RenewRequest(RenewRequest { csr_pem: csr })).await;
+    match next(&mut s).await.expect("renewed") {
+        server_message::Msg::RenewResponse(r) => {
+            assert!(r.client_cert_pem.contains("BEGIN CERTIFICATE"));
+        }
+        other => panic!("expected a RenewResponse, got {other:?}"),
+    }
 }

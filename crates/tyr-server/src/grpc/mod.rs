@@ -116,12 +116,14 @@ impl GrpcServer {
     }
 }
 
-/// Binds `addr` and serves the agent plane with TLS from `keys`.
+/// Binds `addr` and serves the agent plane with TLS from `keys`; failed registrations are
+/// counted by `register_limiter`.
 pub fn start(
     addr: SocketAddr,
     keys: &Keys,
     store: Store,
     fleet: Arc<Fleet>,
+    register_limiter: Arc<LoginLimiter>,
 ) -> Result<GrpcServer, StartError> {
     let tls = |e: &dyn std::fmt::Display| StartError::Tls(format!("gRPC: {e}"));
     let ca = Ca::from_pem(keys.ca.cert_pem(), keys.ca.key_pem()).map_err(|e| tls(&e))?;
@@ -144,7 +146,7 @@ pub fn start(
         store,
         fleet,
         ca: Arc::new(ca),
-        register_limiter: Arc::new(LoginLimiter::default()),
+        register_limiter,
         stopping: stopping.clone(),
     };
     let router = Server::builder()

@@ -7,13 +7,12 @@
 
 use std::net::IpAddr;
 
-use rustls::pki_types::CertificateSigningRequestDer;
-use rustls::pki_types::pem::PemObject;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tyr_proto::agent::{RegisterRequest, RegisterResponse};
 
 use super::Plane;
+use crate::pki;
 use crate::store::agents::NewDaemon;
 use crate::store::tokens::ConsumeError;
 
@@ -21,8 +20,6 @@ use crate::store::tokens::ConsumeError;
 const MAX_FIELD: usize = 255;
 /// Longest accepted enrollment token.
 const MAX_TOKEN: usize = 256;
-/// Longest accepted CSR PEM.
-const MAX_CSR: usize = 16 * 1024;
 
 fn check(req: &RegisterRequest) -> Result<(), Status> {
     let fields = [
@@ -40,9 +37,6 @@ fn check(req: &RegisterRequest) -> Result<(), Status> {
     }
     if req.agent_name.trim().is_empty() {
         return Err(Status::invalid_argument("agent_name must not be empty"));
-    }
-    if req.csr_pem.len() > MAX_CSR {
-        return Err(Status::invalid_argument("csr_pem is too large"));
     }
     Ok(())
 }
@@ -70,8 +64,8 @@ pub(super) async fn register(
     req: RegisterRequest,
 ) -> Result<RegisterResponse, Status> {
     check(&req)?;
-    let csr = CertificateSigningRequestDer::from_pem_slice(req.csr_pem.as_bytes())
-        .map_err(|_| Status::invalid_argument("csr_pem: not a PEM certificate request"))?;
+    let csr = pki::parse_csr_pem(&req.csr_pem)
+        .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
     let limit_keys: Vec<String> = peer.map(|ip| format!("addr:{ip}")).into_iter().collect();
     plane.register_limiter.check(&limit_keys).map_err(limited)?;
     let consumed = if req.enrollment_token.is_empty() || req.enrollment_token.len() > MAX_TOKEN {

@@ -184,6 +184,11 @@ impl TestServer {
     }
 
     /// The running server's live state (event feed, notices, metrics).
+    /// The agent plane's (gRPC) address.
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").grpc_addr
+    }
+
     pub fn running_fleet(&self) -> std::sync::Arc<tyr_server::fleet::Fleet> {
         self.running.as_ref().expect("running").fleet.clone()
     }
