@@ -1696,8 +1696,8 @@ static __always_inline int fd_sharers(void)
  * here too, by access mode, when another thread could use the fd before the exit decision's
  * kill: a deny kills the thread group before the open returns (and empties the string when
  * another group shares the file table); the exit decision on the opened file still holds. A
- * caller that has had one thread and its own file table since its exec or fork
- * (TYR_PROC_SOLO), or has them now, is left to the exit decision alone. */
+ * caller with one thread and a file table of its own is left to the exit decision alone
+ * (checked first: a few direct loads, no map lookup). */
 static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
 {
 	__u32 acc = flags & O_ACCMODE;
@@ -1709,12 +1709,11 @@ static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
 	/* O_PATH and access mode 3 open for neither reading nor writing. */
 	if ((flags & O_PATH) || acc == O_ACCMODE)
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
-	if (!proc || (proc->flags & TYR_PROC_SOLO))
-		return 0;
 	int sharers = fd_sharers();
 	if (!sharers)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&tyr_procs, &tgid))
 		return 0;
 	__u32 fmode = acc == 0 ? FMODE_READ : acc == 1 ? FMODE_WRITE : FMODE_READ | FMODE_WRITE;
 	tyr_at_entry(dfd, upath, fmode, (__u32)flags,
@@ -1901,26 +1900,15 @@ int BPF_PROG(tyr_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ptgid = BPF_CORE_READ(parent, tgid);
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
-	struct tyr_proc *p = bpf_map_lookup_elem(&tyr_procs, &ptgid);
-	if (ptgid == ctgid) {
-		/* A new thread: the group's fds have another user from now on. */
-		if (p && (p->flags & TYR_PROC_SOLO))
-			p->flags &= ~TYR_PROC_SOLO;
+	if (ptgid == ctgid)
 		return 0;
-	}
+	struct tyr_proc *p = bpf_map_lookup_elem(&tyr_procs, &ptgid);
 	if (!p) {
 		if (doomed(ptgid))
 			doom(ctgid);
 		return 0;
 	}
 	struct tyr_proc copy = *p;
-	/* A new process has one thread; its file table is its own unless CLONE_FILES. */
-	if (child->files == parent->files) {
-		copy.flags &= ~TYR_PROC_SOLO;
-		p->flags &= ~TYR_PROC_SOLO;
-	} else {
-		copy.flags |= TYR_PROC_SOLO;
-	}
 	if (bpf_map_update_elem(&tyr_procs, &ctgid, &copy, BPF_ANY)) {
 		count(TYR_COUNTER_FORK_FULL);
 		doom(ctgid);
@@ -2007,8 +1995,7 @@ int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 		__u32 a = agent ? *agent : exe_agent(&d.path);
 		e.agent_type_id = a > 255 ? 0 : a;
 	}
-	/* After an exec the process has one thread and a file table of its own. */
-	e.flags = (exe_interp(&d.path) ? TYR_PROC_INTERP : 0) | TYR_PROC_SOLO;
+	e.flags = exe_interp(&d.path) ? TYR_PROC_INTERP : 0;
 	e.binary_mask = 0;
 	if (cfg->has_binaries && !d.path.bad) {
 		long state = dfa_run(&cfg->binaries, d.path.pos, d.path.len);

@@ -53,10 +53,6 @@
 /* tyr_proc.flags: the executable is an interpreter or loader (tyr_interps): the files it
  * opens for reading are also decided as exec (`sh script`, `ld.so ./prog`). */
 #define TYR_PROC_INTERP 1
-/* tyr_proc.flags: the process has had one thread and a file table of its own since its exec
- * or fork (cleared when it starts a thread or shares its file table; never set by tyrd): an
- * fd it opens has no other user before a kill at syscall exit lands. */
-#define TYR_PROC_SOLO 2
 
 /* tyr_config.flags: allow events for every process, not only agents. */
 #define TYR_CONFIG_ALLOW_EVENTS_ALL 1

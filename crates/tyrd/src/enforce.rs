@@ -448,7 +448,6 @@ impl Enforcer {
             let done = self.with_tp(|tp| match tp.process(pid) {
                 Ok(Some(mut p)) => {
                     p.agent_type_id = type_id;
-                    p.flags &= !crate::kernel::maps::PROC_SOLO;
                     tp.set_process(pid, p).is_ok()
                 }
                 _ => false,

@@ -217,8 +217,6 @@ pub(super) fn unix_ns() -> u64 {
 pub(super) fn write_identity(tp: &mut Tracepoints, tgid: u32, id: u8, key: u64) {
     let current = tp.process(tgid).ok().flatten().unwrap_or_default();
     let mut next = current;
-    // The kernel may have cleared it since the read: an entry written here never claims it.
-    next.flags &= !crate::kernel::maps::PROC_SOLO;
     if next.agent_type_id == 0 {
         next.agent_type_id = id;
     }

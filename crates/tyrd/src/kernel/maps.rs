@@ -35,9 +35,6 @@ pub const EVENT_WINDOW: u8 = 128;
 /// `TyrProc::flags`: the executable is an interpreter or loader (its read opens are also
 /// decided as exec).
 pub const PROC_INTERP: u8 = 1;
-/// `TyrProc::flags`: one thread and an own file table since its exec or fork (kept by the
-/// kernel; tyrd clears it on every write, since it cannot know).
-pub const PROC_SOLO: u8 = 2;
 
 /// Indices of the per-CPU counters map.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
