@@ -186,7 +186,7 @@ int BPF_PROG(tyr_lsm_socket_connect, struct socket *sock, struct sockaddr *addre
 	if (!cfg || cfg->nlayers == 0)
 		return 0;
 	__u16 family = BPF_CORE_READ(address, sa_family);
-	struct decide d = {.rule = NO_RULE};
+	struct decide d = {};
 	if (family == AF_INET) {
 		struct sockaddr_in sin = {};
 		if (addrlen < (int)sizeof(sin) || bpf_probe_read_kernel(&sin, sizeof(sin), address))
@@ -203,34 +203,13 @@ int BPF_PROG(tyr_lsm_socket_connect, struct socket *sock, struct sockaddr *addre
 		__u32 w[4];
 		__builtin_memcpy(w, &sin6.sin6_addr, sizeof(w));
 		d.port = bpf_ntohs(sin6.sin6_port);
-		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
-			d.family = 4;
-			__builtin_memcpy(d.addr, &w[3], 4);
-		} else {
-			d.family = 6;
-			__builtin_memcpy(d.addr, w, 16);
-		}
+		dest_ip6(&d, w[0], w[1], w[2], w[3]);
 	} else {
 		return 0;
 	}
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
-	d.slot = slot;
-	d.nlayers = cfg->nlayers;
-	d.action = TYR_ACTION_NET_CONNECT;
-	if (proc) {
-		d.agent = proc->agent_type_id;
-		d.binary_mask = proc->binary_mask;
-	} else if (doomed(tgid)) {
-		d.verdict = TYR_VERDICT_DENY;
-		d.fail = 1;
-	}
-	if (!d.fail)
-		tyr_decide_net(&d);
+	struct tyr_proc *proc = decide_connect(&d, cfg, slot);
 	if (d.verdict != TYR_VERDICT_DENY)
 		return 0;
-	if (d.fail)
-		count(TYR_COUNTER_FAIL_CLOSED);
 	struct tyr_event *ev = event_head(&d, proc, 0, TYR_ENFORCED_BLOCKED, cfg->generation);
 	if (ev)
 		event_send(ev, 0);

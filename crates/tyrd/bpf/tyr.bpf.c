@@ -2048,13 +2048,11 @@ __noinline int tyr_decide_net(struct decide *dp)
 	return 0;
 }
 
-/* 1 = let the connect through, 0 = EPERM. */
-static __always_inline int on_connect(struct decide *d)
+/* Decides the destination in d (family, addr, port) for the caller, both tiers: its layers,
+ * or a fail-closed deny for a doomed caller. Returns its identity (NULL without one). */
+static __always_inline struct tyr_proc *decide_connect(struct decide *d,
+						       const struct tyr_config *cfg, __u32 slot)
 {
-	__u32 slot;
-	struct tyr_config *cfg = active_config(&slot);
-	if (!cfg || cfg->nlayers == 0)
-		return 1;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
 	d->slot = slot;
@@ -2073,11 +2071,21 @@ static __always_inline int on_connect(struct decide *d)
 	}
 	if (d->fail)
 		count(TYR_COUNTER_FAIL_CLOSED);
+	return proc;
+}
+
+/* 1 = let the connect through, 0 = EPERM. */
+static __always_inline int on_connect(struct decide *d)
+{
+	__u32 slot;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 1;
+	struct tyr_proc *proc = decide_connect(d, cfg, slot);
 	__u8 enforced = TYR_ENFORCED_NONE;
 	if (d->verdict == TYR_VERDICT_DENY)
 		enforced = TYR_ENFORCED_BLOCKED;
-	else if (d->verdict == TYR_VERDICT_ALLOW && !(proc && proc->agent_type_id) &&
-		 !(cfg->flags & TYR_CONFIG_ALLOW_EVENTS_ALL))
+	else if (d->verdict == TYR_VERDICT_ALLOW && !wants_allows(proc, cfg))
 		return 1;
 	struct tyr_event *ev = event_head(d, proc, 0, enforced, cfg->generation);
 	if (ev)
@@ -2085,20 +2093,9 @@ static __always_inline int on_connect(struct decide *d)
 	return enforced == TYR_ENFORCED_BLOCKED ? 0 : 1;
 }
 
-/* Destination of a sock_addr hook into d (IPv4-mapped IPv6 as IPv4). */
-static __always_inline void dest4(struct decide *d, struct bpf_sock_addr *ctx)
+/* An IPv6 destination (words in network order) into d; IPv4-mapped as IPv4. */
+static __always_inline void dest_ip6(struct decide *d, __u32 w0, __u32 w1, __u32 w2, __u32 w3)
 {
-	__u32 ip = ctx->user_ip4;
-	d->family = 4;
-	__builtin_memcpy(d->addr, &ip, 4);
-	d->port = bpf_ntohs((__u16)ctx->user_port);
-}
-
-static __always_inline void dest6(struct decide *d, struct bpf_sock_addr *ctx)
-{
-	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1];
-	__u32 w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
-	d->port = bpf_ntohs((__u16)ctx->user_port);
 	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
 		d->family = 4;
 		__builtin_memcpy(d->addr, &w3, 4);
@@ -2109,6 +2106,21 @@ static __always_inline void dest6(struct decide *d, struct bpf_sock_addr *ctx)
 	__builtin_memcpy(d->addr + 4, &w1, 4);
 	__builtin_memcpy(d->addr + 8, &w2, 4);
 	__builtin_memcpy(d->addr + 12, &w3, 4);
+}
+
+/* Destination of a sock_addr hook into d. */
+static __always_inline void dest4(struct decide *d, struct bpf_sock_addr *ctx)
+{
+	__u32 ip = ctx->user_ip4;
+	d->family = 4;
+	__builtin_memcpy(d->addr, &ip, 4);
+	d->port = bpf_ntohs((__u16)ctx->user_port);
+}
+
+static __always_inline void dest6(struct decide *d, struct bpf_sock_addr *ctx)
+{
+	d->port = bpf_ntohs((__u16)ctx->user_port);
+	dest_ip6(d, ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]);
 }
 
 SEC("cgroup/connect4")
