@@ -89,26 +89,8 @@ int BPF_PROG(tyr_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 	struct dentry *dentry = BPF_CORE_READ(exe, f_path.dentry);
 	struct vfsmount *mnt = BPF_CORE_READ(exe, f_path.mnt);
 	build_path(&d.path, dentry, mnt);
-	__u32 agent = cur ? cur->agent_type_id : 0;
-	if (!agent) {
-		__u64 cg = bpf_get_current_cgroup_id();
-		__u32 *by_cgroup = bpf_map_lookup_elem(&tyr_cgroups, &cg);
-		agent = by_cgroup ? *by_cgroup : exe_agent(&d.path);
-		if (agent > 255)
-			agent = 0;
-	}
-	__u64 binary_mask = 0;
-	if (cfg->has_binaries && !d.path.bad) {
-		long state = dfa_run(&cfg->binaries, d.path.pos, d.path.len);
-		if (state >= 0) {
-			__u32 mi = cfg->binaries.accept_off + (__u32)state;
-			__u64 *mask = bpf_map_lookup_elem(&tyr_bin_masks, &mi);
-			if (mask)
-				binary_mask = *mask;
-		}
-	}
-	d.agent = agent;
-	d.binary_mask = binary_mask;
+	d.agent = cur && cur->agent_type_id ? cur->agent_type_id : exec_agent(&d.path);
+	d.binary_mask = exec_binary_mask(cfg, &d.path);
 	decide(&d, dentry, mnt);
 	return lsm_verdict(&d, cur, cfg, dentry, mnt, 0, 0);
 }

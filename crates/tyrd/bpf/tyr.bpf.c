@@ -1966,6 +1966,31 @@ static __always_inline int exe_interp(const struct built_path *path)
 	return key && bpf_map_lookup_elem(&tyr_interps, key) != NULL;
 }
 
+/* The agent type an exec gives a process without one (0 = none): its launch cgroup's, else
+ * its executable's (tyr_exes). Shared by both tiers. */
+static __always_inline __u8 exec_agent(const struct built_path *path)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	__u32 *by_cgroup = bpf_map_lookup_elem(&tyr_cgroups, &cg);
+	__u32 a = by_cgroup ? *by_cgroup : exe_agent(path);
+	return a > 255 ? 0 : a;
+}
+
+/* The binaries mask of the executable at path (the binaries DFA of cfg). Shared by both
+ * tiers. */
+static __always_inline __u64 exec_binary_mask(const struct tyr_config *cfg,
+					      const struct built_path *path)
+{
+	if (!cfg->has_binaries || path->bad)
+		return 0;
+	long state = dfa_run(&cfg->binaries, path->pos, path->len);
+	if (state < 0)
+		return 0;
+	__u32 mi = cfg->binaries.accept_off + (__u32)state;
+	__u64 *mask = bpf_map_lookup_elem(&tyr_bin_masks, &mi);
+	return mask ? *mask : 0;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -1989,23 +2014,10 @@ int BPF_PROG(tyr_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 	build_path(&d.path, dentry, mnt);
 
 	/* Classify: an inherited identity is kept; else the launch cgroup, else the path. */
-	if (!e.agent_type_id) {
-		__u64 cg = bpf_get_current_cgroup_id();
-		__u32 *agent = bpf_map_lookup_elem(&tyr_cgroups, &cg);
-		__u32 a = agent ? *agent : exe_agent(&d.path);
-		e.agent_type_id = a > 255 ? 0 : a;
-	}
+	if (!e.agent_type_id)
+		e.agent_type_id = exec_agent(&d.path);
 	e.flags = exe_interp(&d.path) ? TYR_PROC_INTERP : 0;
-	e.binary_mask = 0;
-	if (cfg->has_binaries && !d.path.bad) {
-		long state = dfa_run(&cfg->binaries, d.path.pos, d.path.len);
-		if (state >= 0) {
-			__u32 mi = cfg->binaries.accept_off + (__u32)state;
-			__u64 *mask = bpf_map_lookup_elem(&tyr_bin_masks, &mi);
-			if (mask)
-				e.binary_mask = *mask;
-		}
-	}
+	e.binary_mask = exec_binary_mask(cfg, &d.path);
 	if (e.agent_type_id || e.binary_mask || e.discovered_id) {
 		if (bpf_map_update_elem(&tyr_procs, &tgid, &e, BPF_ANY)) {
 			count(TYR_COUNTER_FORK_FULL);
