@@ -1524,6 +1524,7 @@ fn fd_helper() {
     let words: Vec<&str> = cmd.split(' ').collect();
     let read = match words.as_slice() {
         ["read", path] => std::fs::read_to_string(path),
+        ["clonefiles", path] => clonefiles_read(path),
         ["getfd", pid, fd] => getfd_read(pid.parse().expect("pid"), fd.parse().expect("fd")),
         _ => panic!("bad helper command {cmd:?}"),
     };
@@ -1531,6 +1532,34 @@ fn fd_helper() {
         Ok(content) => println!("helper: {content}"),
         Err(e) => println!("helper-error: {e}"),
     }
+}
+
+/// Starts a process sharing this one's file table (`clone(CLONE_FILES)`, not a thread), then
+/// reads `path`; the sharer waits for stdin to close.
+fn clonefiles_read(path: &str) -> std::io::Result<String> {
+    // SAFETY: a raw clone without a new stack or CLONE_VM behaves as fork (a copy of this
+    // process); the child only blocks in read(2), then exits.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_FILES | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if child < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if child == 0 {
+        let mut byte = 0u8;
+        unsafe {
+            libc::read(0, (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    std::fs::read_to_string(path)
 }
 
 /// Copies fd `fd` of process `pid` into this process and reads it.
@@ -1618,6 +1647,35 @@ fn a_threaded_read_of_a_denied_file_is_killed_at_entry() {
         0,
         "the helper's exit decision was reported too"
     );
+}
+
+/// A governed process whose file table another process shares (`clone(CLONE_FILES)`) is
+/// refused at entry, not only killed: the sharer would outlive the kill with the fd. Where
+/// BPF may write user memory the open fails; here that write is refused and counted.
+#[test]
+fn a_denied_open_in_a_shared_file_table_is_refused_at_entry() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let before = fx.tp.counters().expect("counters").uwrite_failed;
+    let child = gated_fd_helper(&format!("clonefiles {secret}"), &fx.p("home"));
+    fx.mark_agent(child.id());
+    let (out, status) = release_status(child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "not killed: {out:?}");
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    let ev = fx.event("deny of the secret", |e| {
+        killed_deny(e, Action::FileRead, &secret) && e.at_entry
+    });
+    assert_eq!(ev.rule, Some(0), "{ev:?}");
+    let after = fx.tp.counters().expect("counters").uwrite_failed;
+    if fx.tp.refuses_at_entry() {
+        assert_eq!(after, before, "the string was emptied");
+    } else {
+        assert!(
+            after > before,
+            "the string was not to be emptied: {before} -> {after}"
+        );
+    }
 }
 
 /// `pidfd_getfd` copies an fd another process opened: a governed caller's copy of a file it
