@@ -1470,9 +1470,10 @@ int tyr_exit_pidfd_getfd(struct sys_exit_ctx *ctx)
 
 /* ---- syscall entry: O_CREAT/O_TRUNC opens, governed opens, link, rename, io_uring ----
  *
- * A kill at syscall entry does not stop the syscall: a denied one is made to fail first by
+ * A kill at syscall entry does not stop the syscall: a denied one is also made to fail by
  * emptying its path string in the caller's memory (the kernel copies it after this
- * tracepoint, finds "" and returns ENOENT), then the caller is killed. */
+ * tracepoint, finds "" and returns ENOENT). The kill is sent first and the string emptied
+ * last, just before the kernel reads it. */
 
 #define O_ACCMODE 3
 #define O_CREAT 0100
@@ -1490,14 +1491,16 @@ struct sys_enter_ctx {
  * integrity lockdown). At 0 the helper call is dead code, which the verifier skips. */
 const volatile __u8 tyr_write_user = 0;
 
-/* Makes the syscall fail, then kills. A string that cannot be emptied (read-only memory, or
- * no tyr_write_user) is counted: the syscall may then run; the kill still lands. */
-static __always_inline void refuse_at_entry(__u64 upath)
+/* Makes the syscall fail by emptying its path string. Called last, after the kill was sent
+ * and the event built: the kernel copies the string right after the program returns, so a
+ * sibling thread restoring it has the shortest window, and the kill sent first may already
+ * have stopped it. A string that cannot be emptied (read-only memory, or no tyr_write_user)
+ * is counted: the syscall may then run; the kill still lands. */
+static __always_inline void empty_user_string(__u64 upath)
 {
 	char nul = 0;
 	if (!tyr_write_user || bpf_probe_write_user((void *)upath, &nul, 1))
 		count(TYR_COUNTER_UWRITE_FAILED);
-	bpf_send_signal(SIGKILL);
 }
 
 /* In tyr_at_entry's op: decide a governed caller only, and on deny kill it without emptying
@@ -1638,9 +1641,10 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 		return 0;
 	__u32 flags = TYR_EVENT_AT_ENTRY | (op & 0xff);
 	if (is_doomed) {
-		refuse_at_entry(upath);
+		bpf_send_signal(SIGKILL);
 		doomed_decision(&d);
 		emit(&d, NULL, flags, TYR_ENFORCED_KILLED, oflags, cfg->generation);
+		empty_user_string(upath);
 		return 1;
 	}
 	struct tyr_keys *ks = NULL;
@@ -1661,10 +1665,7 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 		count(TYR_COUNTER_FAIL_CLOSED);
 	__u8 enforced = TYR_ENFORCED_NONE;
 	if (d.verdict == TYR_VERDICT_DENY) {
-		if ((op & ENTRY_KILL_ONLY) && !(op & ENTRY_EMPTY))
-			bpf_send_signal(SIGKILL);
-		else
-			refuse_at_entry(upath);
+		bpf_send_signal(SIGKILL);
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32, one = 1;
 		bpf_map_update_elem(&tyr_entry_killed, &tgid, &one, BPF_ANY);
 		enforced = TYR_ENFORCED_KILLED;
@@ -1674,6 +1675,9 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 	if (!d.path.built)
 		tyr_resolve_user(&d.path, dfd, upath);
 	emit(&d, proc, flags, enforced, oflags, cfg->generation);
+	if (enforced == TYR_ENFORCED_KILLED &&
+	    (!(op & ENTRY_KILL_ONLY) || (op & ENTRY_EMPTY)))
+		empty_user_string(upath);
 	return enforced == TYR_ENFORCED_KILLED;
 }
 
