@@ -1503,8 +1503,9 @@ static __always_inline void empty_user_string(__u64 upath)
 		count(TYR_COUNTER_UWRITE_FAILED);
 }
 
-/* In tyr_at_entry's op: decide a governed caller only, and on deny kill it without emptying
- * the string (an open without O_CREAT/O_TRUNC changes nothing before the exit decision). */
+/* In tyr_at_entry's op: decide a governed caller only, and on deny kill it; its string is
+ * also emptied where BPF may write user memory, a failure not counted (an open without
+ * O_CREAT/O_TRUNC changes nothing before the exit decision). */
 #define ENTRY_KILL_ONLY 0x100
 /* With ENTRY_KILL_ONLY: a deny also empties the string, because another thread group shares
  * the caller's file table and the kill would not stop it from using the fd. */
@@ -1675,10 +1676,17 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 	if (!d.path.built)
 		tyr_resolve_user(&d.path, dfd, upath);
 	emit(&d, proc, flags, enforced, oflags, cfg->generation);
-	if (enforced == TYR_ENFORCED_KILLED &&
-	    (!(op & ENTRY_KILL_ONLY) || (op & ENTRY_EMPTY)))
+	if (enforced != TYR_ENFORCED_KILLED)
+		return 0;
+	if (!(op & ENTRY_KILL_ONLY) || (op & ENTRY_EMPTY)) {
 		empty_user_string(upath);
-	return enforced == TYR_ENFORCED_KILLED;
+	} else if (tyr_write_user) {
+		/* A kill-only open is emptied too where BPF may write user memory, so that its fd
+		 * never exists; failing changes nothing (the kill stands), so it is not counted. */
+		char nul = 0;
+		bpf_probe_write_user((void *)upath, &nul, 1);
+	}
+	return 1;
 }
 
 /* Who besides the calling thread could use an fd it opens before a kill at syscall exit
