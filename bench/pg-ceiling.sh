@@ -25,27 +25,17 @@ psql_() { su postgres -c "psql -X -q -v ON_ERROR_STOP=1 -d $db $*"; }
 
 su postgres -c "dropdb --if-exists $db && createdb $db"
 
+# The events table and its indexes come from the server's own migrations (one home for the
+# schema): `current` = 0001's events indexes, `slim` = those then 0003, `minimal` = (ts, event_id).
+mig="$(cd "$(dirname "$0")/.." && pwd)/crates/tyr-server/migrations/postgres"
+table=$(sed -n '/^CREATE TABLE events (/,/^);/p' "$mig/0001_init.sql" |
+  sed "s/^\(    event_id  *\)TEXT COLLATE \"C\" PRIMARY KEY,/\1$ID_TYPE PRIMARY KEY,/")
+events_indexes=$(awk '/^CREATE INDEX events_/ { on = 1 } on { print } on && /;$/ { on = 0 }' "$mig/0001_init.sql")
 case "$set_" in
-current)
-  idx="
-CREATE INDEX events_ts ON events (ts, event_id);
-CREATE INDEX events_daemon_ts ON events (daemon_id, ts, event_id);
-CREATE INDEX events_discovered_ts ON events (discovered_agent_id, ts, event_id) WHERE discovered_agent_id IS NOT NULL;
-CREATE INDEX events_agent_type_ts ON events (agent_type, ts, event_id) WHERE agent_type IS NOT NULL;
-CREATE INDEX events_kind_ts ON events (kind, ts, event_id);
-CREATE INDEX events_verdict_ts ON events (verdict, ts, event_id);
-CREATE INDEX events_drift_ts ON events (ts, event_id) WHERE drift_detected = TRUE;" ;;
-slim)
-  idx="
-CREATE INDEX events_ts ON events (ts, event_id);
-CREATE INDEX events_daemon_ts ON events (daemon_id, ts);
-CREATE INDEX events_discovered_ts ON events (discovered_agent_id, ts) WHERE discovered_agent_id IS NOT NULL;
-CREATE INDEX events_agent_type_ts ON events (agent_type, ts) WHERE agent_type IS NOT NULL;
-CREATE INDEX events_kind_ts ON events (kind, ts);
-CREATE INDEX events_verdict_ts ON events (verdict, ts) WHERE verdict <> 'ALLOW';
-CREATE INDEX events_drift_ts ON events (ts) WHERE drift_detected = TRUE;" ;;
-minimal)
-  idx="CREATE INDEX events_ts ON events (ts, event_id);" ;;
+current) idx=$events_indexes ;;
+slim) idx="$events_indexes
+$(cat "$mig/0003_slim_event_indexes.sql")" ;;
+minimal) idx="CREATE INDEX events_ts ON events (ts, event_id);" ;;
 *) echo "unknown index set: $set_" >&2; exit 2 ;;
 esac
 
@@ -53,33 +43,7 @@ COLS="event_id, daemon_id, seq, discovered_agent_id, agent_type, kind, resource,
   severity, policy_version, rule, pid, ppid, uid, process_exe, cmdline, timestamp_ns, ts, count, metadata,
   server_verdict, drift_detected, drift_cause"
 cat > /tmp/pg-ceiling-schema.sql <<SQL
-CREATE TABLE events (
-    event_id            $ID_TYPE PRIMARY KEY,
-    daemon_id           TEXT COLLATE "C" NOT NULL,
-    seq                 BIGINT NOT NULL,
-    discovered_agent_id TEXT COLLATE "C",
-    agent_type          TEXT COLLATE "C",
-    kind                TEXT COLLATE "C" NOT NULL,
-    resource            TEXT NOT NULL,
-    verdict             TEXT COLLATE "C" NOT NULL,
-    enforced            TEXT NOT NULL,
-    severity            TEXT,
-    policy_version      TEXT,
-    rule                TEXT,
-    pid                 BIGINT,
-    ppid                BIGINT,
-    uid                 BIGINT,
-    process_exe         TEXT,
-    cmdline             TEXT,
-    timestamp_ns        BIGINT NOT NULL,
-    ts                  BIGINT NOT NULL,
-    count               BIGINT NOT NULL DEFAULT 1,
-    metadata            TEXT NOT NULL DEFAULT '{}',
-    server_verdict      TEXT,
-    drift_detected      BOOLEAN NOT NULL DEFAULT FALSE,
-    drift_cause         TEXT,
-    UNIQUE (daemon_id, seq)
-);
+$table
 $idx
 -- Source rows: n-th event, 1 ms apart, ids sorting in time order like UUIDv7.
 CREATE UNLOGGED TABLE src AS
