@@ -109,6 +109,9 @@ pub struct Enforcer {
     workdirs: Vec<String>,
     /// Allows suppressed in-kernel, reported when their window ends.
     allows: AllowSweep,
+    /// The newest policy generation whose events were found without their tables (warned
+    /// once per generation, not per event).
+    unheld_warned: u64,
 }
 
 impl Enforcer {
@@ -177,6 +180,7 @@ impl Enforcer {
             agents_cgroup: agents_cgroup.to_owned(),
             clock: BootClock::new().map_err(|e| format!("clock: {e}"))?,
             counters: None,
+            unheld_warned: 0,
             notices: None,
             discovery: Discovery::new(&config.name),
             procs: HashMap::new(),
@@ -384,10 +388,13 @@ impl Enforcer {
             // Decided with tables replaced twice since (pushes in quick succession): its rule
             // and version cannot be named, and no condition of another policy applies. The
             // verdict stands; the server counts drift of an unnamed version as stale.
-            tracing::warn!(
-                generation = k.generation,
-                "event of a policy generation no longer held"
-            );
+            if k.generation > self.unheld_warned {
+                self.unheld_warned = k.generation;
+                tracing::warn!(
+                    generation = k.generation,
+                    "events of a policy generation no longer held: reported without rule or version"
+                );
+            }
             e.rule = None;
             e.metadata
                 .insert("policy_generation".to_owned(), k.generation.to_string());
