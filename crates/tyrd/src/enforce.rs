@@ -395,9 +395,10 @@ impl Enforcer {
                     "events of a policy generation no longer held: reported without rule or version"
                 );
             }
+            // `generation` (kernel metadata) stays; the layer's policy name came from the
+            // newest tables and would name another policy.
             e.rule = None;
-            e.metadata
-                .insert("policy_generation".to_owned(), k.generation.to_string());
+            e.metadata.remove("policy");
         }
         e.process_exe = cached.exe;
         e.cmdline = cached.cmdline;
@@ -825,6 +826,11 @@ mod tests {
             window: false,
         };
         let named = e.to_event(&kernel(first)).expect("event");
+        assert!(
+            named.metadata.contains_key("policy"),
+            "{:?}",
+            named.metadata
+        );
         assert_eq!(
             (named.rule.as_deref(), named.policy_version.as_str()),
             (Some("first"), "base@1")
@@ -834,7 +840,8 @@ mod tests {
         let gone = e.to_event(&kernel(first)).expect("event");
         assert_eq!(gone.rule, None, "named by another generation's rule");
         assert_eq!(gone.policy_version, "");
-        assert_eq!(gone.metadata["policy_generation"], first.to_string());
+        assert_eq!(gone.metadata["generation"], first.to_string());
+        assert!(!gone.metadata.contains_key("policy"), "{:?}", gone.metadata);
         assert_eq!(gone.verdict, event::Verdict::Deny);
     }
 
