@@ -1424,50 +1424,6 @@ static __always_inline int on_open(long ret)
 	return 0;
 }
 
-struct sys_exit_ctx {
-	__u64 common;
-	long nr;
-	long ret;
-};
-
-SEC("tracepoint/syscalls/sys_exit_openat")
-int tyr_exit_openat(struct sys_exit_ctx *ctx)
-{
-	return on_open(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_open")
-int tyr_exit_open(struct sys_exit_ctx *ctx)
-{
-	return on_open(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int tyr_exit_openat2(struct sys_exit_ctx *ctx)
-{
-	return on_open(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_creat")
-int tyr_exit_creat(struct sys_exit_ctx *ctx)
-{
-	return on_open(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
-int tyr_exit_by_handle(struct sys_exit_ctx *ctx)
-{
-	return on_open(ctx->ret);
-}
-
-/* pidfd_getfd copies another process's fd, e.g. one a process opened and is killed for at
- * syscall exit, in the window before it exits: the copy is decided as an open by the caller. */
-SEC("tracepoint/syscalls/sys_exit_pidfd_getfd")
-int tyr_exit_pidfd_getfd(struct sys_exit_ctx *ctx)
-{
-	return on_open(ctx->ret);
-}
-
 /* ---- syscall entry: O_CREAT/O_TRUNC opens, governed opens, link, rename, io_uring ----
  *
  * A kill at syscall entry does not stop the syscall: a denied one is also made to fail by
@@ -1480,12 +1436,6 @@ int tyr_exit_pidfd_getfd(struct sys_exit_ctx *ctx)
 #define O_TRUNC 01000
 #define O_PATH 010000000
 #define RENAME_EXCHANGE 2
-
-struct sys_enter_ctx {
-	__u64 common;
-	long nr;
-	unsigned long args[6];
-};
 
 /* Set by tyrd before loading: 1 when the kernel lets programs write user memory (no
  * integrity lockdown). At 0 the helper call is dead code, which the verifier skips. */
@@ -1689,6 +1639,22 @@ __noinline int tyr_at_entry(__s32 dfd, __u64 upath, __u32 fmode, __u32 oflags, _
 	return 1;
 }
 
+/* 1 while the LSM programs refuse opens, links and renames themselves (written by tyrd):
+ * the entry decisions of those are then skipped (a kill would pre-empt the EPERM). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tyr_lsm_on SEC(".maps");
+
+static __always_inline int entry_decides(void)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&tyr_lsm_on, &zero);
+	return !on || !*on;
+}
+
 /* Who besides the calling thread could use an fd it opens before a kill at syscall exit
  * lands (the kill is delivered before the thread runs another instruction): 0 nobody, 1
  * other threads of its group, 2 another thread group sharing its file table (clone with
@@ -1715,7 +1681,8 @@ static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
 	__u32 acc = flags & O_ACCMODE;
 	if (flags & (O_CREAT | O_TRUNC)) {
 		__u32 fmode = FMODE_WRITE | (acc != 1 ? FMODE_READ : 0);
-		tyr_at_entry(dfd, upath, fmode, (__u32)flags, 0);
+		if (entry_decides())
+			tyr_at_entry(dfd, upath, fmode, (__u32)flags, 0);
 		return 0;
 	}
 	/* O_PATH and access mode 3 open for neither reading nor writing. */
@@ -1725,40 +1692,12 @@ static __always_inline int enter_open(__s32 dfd, __u64 upath, __u64 flags)
 	if (!sharers)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!bpf_map_lookup_elem(&tyr_procs, &tgid))
+	if (!bpf_map_lookup_elem(&tyr_procs, &tgid) || !entry_decides())
 		return 0;
 	__u32 fmode = acc == 0 ? FMODE_READ : acc == 1 ? FMODE_WRITE : FMODE_READ | FMODE_WRITE;
 	tyr_at_entry(dfd, upath, fmode, (__u32)flags,
 		     ENTRY_KILL_ONLY | (sharers == 2 ? ENTRY_EMPTY : 0));
 	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int tyr_enter_openat(struct sys_enter_ctx *ctx)
-{
-	return enter_open((__s32)ctx->args[0], ctx->args[1], ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_open")
-int tyr_enter_open(struct sys_enter_ctx *ctx)
-{
-	return enter_open(AT_FDCWD, ctx->args[0], ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_creat")
-int tyr_enter_creat(struct sys_enter_ctx *ctx)
-{
-	return enter_open(AT_FDCWD, ctx->args[0], O_CREAT | O_TRUNC | 1);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int tyr_enter_openat2(struct sys_enter_ctx *ctx)
-{
-	__u64 flags = 0;
-	/* The kernel fails with EFAULT on an unreadable struct open_how. */
-	if (bpf_probe_read_user(&flags, sizeof(flags), (const void *)ctx->args[2]))
-		return 0;
-	return enter_open((__s32)ctx->args[0], ctx->args[1], flags);
 }
 
 /* A link or rename gives the source a new name: a source this process may not read or
@@ -1767,6 +1706,8 @@ int tyr_enter_openat2(struct sys_enter_ctx *ctx)
 static __always_inline int enter_rename(__s32 odfd, __u64 old, __s32 ndfd, __u64 new, __u32 op,
 					__u64 flags)
 {
+	if (!entry_decides())
+		return 0;
 	if (tyr_at_entry(odfd, old, FMODE_READ | FMODE_WRITE, 0, op))
 		return 0;
 	__u32 fmode = FMODE_WRITE;
@@ -1776,42 +1717,11 @@ static __always_inline int enter_rename(__s32 odfd, __u64 old, __s32 ndfd, __u64
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_link")
-int tyr_enter_link(struct sys_enter_ctx *ctx)
-{
-	return enter_rename(AT_FDCWD, ctx->args[0], AT_FDCWD, ctx->args[1], TYR_EVENT_LINK, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_linkat")
-int tyr_enter_linkat(struct sys_enter_ctx *ctx)
-{
-	return enter_rename((__s32)ctx->args[0], ctx->args[1], (__s32)ctx->args[2], ctx->args[3],
-			    TYR_EVENT_LINK, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_rename")
-int tyr_enter_rename(struct sys_enter_ctx *ctx)
-{
-	return enter_rename(AT_FDCWD, ctx->args[0], AT_FDCWD, ctx->args[1], TYR_EVENT_RENAME, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_renameat")
-int tyr_enter_renameat(struct sys_enter_ctx *ctx)
-{
-	return enter_rename((__s32)ctx->args[0], ctx->args[1], (__s32)ctx->args[2], ctx->args[3],
-			    TYR_EVENT_RENAME, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int tyr_enter_renameat2(struct sys_enter_ctx *ctx)
-{
-	return enter_rename((__s32)ctx->args[0], ctx->args[1], (__s32)ctx->args[2], ctx->args[3],
-			    TYR_EVENT_RENAME, ctx->args[4]);
-}
-
-/* io_uring opens, reads and connects never pass the syscall tracepoints: governed processes
- * may not set up or drive a ring (one inherited from an ungoverned parent included). */
-static __always_inline int deny_io_uring(void)
+/* Kills a governed caller (or one already doomed) and reports a FILE_READ deny without a
+ * path: io_uring (flags TYR_EVENT_IO_URING), whose opens, reads and connects never pass the
+ * syscall hooks, or a syscall this tier cannot decide (TYR_EVENT_FAIL_CLOSED). Not inlined:
+ * its frame stays off the syscall programs' deepest call chain (512 bytes in all). */
+static __noinline int deny_governed(__u32 flags)
 {
 	__u32 slot;
 	struct tyr_config *cfg = active_config(&slot);
@@ -1820,7 +1730,7 @@ static __always_inline int deny_io_uring(void)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
 	struct decide d = {.action = TYR_ACTION_FILE_READ, .verdict = TYR_VERDICT_DENY,
-			   .rule = NO_RULE};
+			   .rule = NO_RULE, .fail = !!(flags & TYR_EVENT_FAIL_CLOSED)};
 	if (proc)
 		d.agent = proc->agent_type_id;
 	else if (doomed(tgid))
@@ -1828,20 +1738,8 @@ static __always_inline int deny_io_uring(void)
 	else
 		return 0;
 	bpf_send_signal(SIGKILL);
-	emit(&d, proc, TYR_EVENT_IO_URING, TYR_ENFORCED_KILLED, 0, cfg->generation);
+	emit(&d, proc, flags & ~TYR_EVENT_FAIL_CLOSED, TYR_ENFORCED_KILLED, 0, cfg->generation);
 	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_io_uring_setup")
-int tyr_enter_io_uring_setup(struct sys_enter_ctx *ctx)
-{
-	return deny_io_uring();
-}
-
-SEC("tracepoint/syscalls/sys_enter_io_uring_enter")
-int tyr_enter_io_uring_enter(struct sys_enter_ctx *ctx)
-{
-	return deny_io_uring();
 }
 
 /* ---- namespace generation: renames and mount changes make cached verdicts stale ---- */
@@ -1855,54 +1753,291 @@ static __always_inline int ns_bump(void)
 	return 0;
 }
 
-/* At entry and at exit: a decision computed while the call ran is never reused after it. */
-#define NS_BUMP(call)                                                                      \
-	SEC("tracepoint/syscalls/sys_enter_" #call)                                        \
-	int tyr_nse_##call(void *ctx)                                                      \
-	{                                                                                  \
-		return ns_bump();                                                          \
-	}                                                                                  \
-	SEC("tracepoint/syscalls/sys_exit_" #call)                                         \
-	int tyr_nsx_##call(void *ctx)                                                      \
-	{                                                                                  \
-		return ns_bump();                                                          \
-	}
-
-NS_BUMP(rename)
-NS_BUMP(renameat)
-NS_BUMP(renameat2)
-NS_BUMP(mount)
-NS_BUMP(umount)
-NS_BUMP(move_mount)
-NS_BUMP(pivot_root)
-NS_BUMP(fsmount)
-NS_BUMP(open_tree)
-NS_BUMP(open_tree_attr)
-
 /* A new mount namespace copies mounts (possibly at the addresses of freed ones): bumped
  * before the copy, which nothing can use until the call made it. */
 #define CLONE_NEWNS 0x00020000
 
-SEC("tracepoint/syscalls/sys_enter_unshare")
-int tyr_nse_unshare(struct sys_enter_ctx *ctx)
+/* ---- syscalls: one raw tracepoint at entry, one at exit ----
+ *
+ * tp_btf/sys_enter and tp_btf/sys_exit run for every syscall, native or 32-bit, and switch
+ * on the call. The per-call `syscalls/` tracepoints cost more per call (each builds a perf
+ * record first) and never fire for 32-bit calls on x86_64 (`int $0x80` from any process):
+ * those would open files undecided. Each call the tier decides has a `CALL_*` kind; the
+ * numbers of each ABI map to it below. A rename is both decided and a namespace change. */
+enum tyr_call {
+	CALL_NONE,
+	CALL_OPENAT,
+	CALL_OPEN,
+	CALL_CREAT,
+	CALL_OPENAT2,
+	CALL_OPEN_BY_HANDLE,
+	CALL_PIDFD_GETFD,
+	CALL_LINK,
+	CALL_LINKAT,
+	CALL_RENAME,
+	CALL_RENAMEAT,
+	CALL_RENAMEAT2,
+	CALL_IO_URING,
+	CALL_MOUNT, /* mount, umount, move_mount, pivot_root, fsmount, open_tree(_attr) */
+	CALL_UNSHARE,
+	CALL_CLONE,
+	CALL_CLONE3,
+	CALL_UNDECIDABLE, /* every call of an ABI this tier cannot decide */
+};
+
+/* Numbers every ABI shares (asm-generic, 403 and up). */
+static __always_inline enum tyr_call common_call(long nr)
 {
-	return (ctx->args[0] & CLONE_NEWNS) ? ns_bump() : 0;
+	switch (nr) {
+	case 425: /* io_uring_setup */
+	case 426: /* io_uring_enter */
+		return CALL_IO_URING;
+	case 428: /* open_tree */
+	case 429: /* move_mount */
+	case 432: /* fsmount */
+	case 467: /* open_tree_attr */
+		return CALL_MOUNT;
+	case 435:
+		return CALL_CLONE3;
+	case 437:
+		return CALL_OPENAT2;
+	case 438:
+		return CALL_PIDFD_GETFD;
+	}
+	return CALL_NONE;
 }
 
-SEC("tracepoint/syscalls/sys_enter_clone")
-int tyr_nse_clone(struct sys_enter_ctx *ctx)
+#if defined(__TARGET_ARCH_x86)
+/* x86_64 (arch/x86/entry/syscalls/syscall_64.tbl). */
+static __always_inline enum tyr_call native_call(long nr)
 {
-	return (ctx->args[0] & CLONE_NEWNS) ? ns_bump() : 0;
+	switch (nr) {
+	case 257: return CALL_OPENAT;
+	case 2: return CALL_OPEN;
+	case 85: return CALL_CREAT;
+	case 304: return CALL_OPEN_BY_HANDLE;
+	case 86: return CALL_LINK;
+	case 265: return CALL_LINKAT;
+	case 82: return CALL_RENAME;
+	case 264: return CALL_RENAMEAT;
+	case 316: return CALL_RENAMEAT2;
+	case 165: /* mount */
+	case 166: /* umount2 */
+	case 155: /* pivot_root */
+		return CALL_MOUNT;
+	case 272: return CALL_UNSHARE;
+	case 56: return CALL_CLONE;
+	}
+	return common_call(nr);
 }
 
-SEC("tracepoint/syscalls/sys_enter_clone3")
-int tyr_nse_clone3(struct sys_enter_ctx *ctx)
+/* ia32 (arch/x86/entry/syscalls/syscall_32.tbl): int $0x80, sysenter, 32-bit syscall. */
+static __always_inline enum tyr_call compat_call(long nr)
 {
-	__u64 flags = 0;
-	/* Unreadable arguments: the call fails with EFAULT; bumping costs nothing. */
-	if (bpf_probe_read_user(&flags, sizeof(flags), (const void *)ctx->args[0]))
+	switch (nr) {
+	case 295: return CALL_OPENAT;
+	case 5: return CALL_OPEN;
+	case 8: return CALL_CREAT;
+	case 342: return CALL_OPEN_BY_HANDLE;
+	case 9: return CALL_LINK;
+	case 303: return CALL_LINKAT;
+	case 38: return CALL_RENAME;
+	case 302: return CALL_RENAMEAT;
+	case 353: return CALL_RENAMEAT2;
+	case 21: /* mount */
+	case 22: /* umount */
+	case 52: /* umount2 */
+	case 217: /* pivot_root */
+		return CALL_MOUNT;
+	case 310: return CALL_UNSHARE;
+	case 120: return CALL_CLONE;
+	}
+	return common_call(nr);
+}
+
+#define TS_COMPAT 0x0002
+
+/* Whether the current syscall is a 32-bit one (set on entry, cleared on the way out). */
+static __always_inline int compat_syscall(struct pt_regs *regs)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return task->thread_info.status & TS_COMPAT;
+}
+
+static __always_inline __u64 syscall_nr(struct pt_regs *regs)
+{
+	return regs->orig_ax;
+}
+
+/* Argument i (0-5) of the current syscall. */
+static __always_inline __u64 syscall_arg(struct pt_regs *regs, int compat, int i)
+{
+	if (compat) {
+		switch (i) {
+		case 0: return (__u32)regs->bx;
+		case 1: return (__u32)regs->cx;
+		case 2: return (__u32)regs->dx;
+		case 3: return (__u32)regs->si;
+		default: return (__u32)regs->di;
+		}
+	}
+	switch (i) {
+	case 0: return regs->di;
+	case 1: return regs->si;
+	case 2: return regs->dx;
+	case 3: return regs->r10;
+	default: return regs->r8;
+	}
+}
+#elif defined(__TARGET_ARCH_arm64)
+/* arm64 (asm-generic/unistd.h): no legacy open, creat, link or rename. */
+static __always_inline enum tyr_call native_call(long nr)
+{
+	switch (nr) {
+	case 56: return CALL_OPENAT;
+	case 265: return CALL_OPEN_BY_HANDLE;
+	case 37: return CALL_LINKAT;
+	case 38: return CALL_RENAMEAT;
+	case 276: return CALL_RENAMEAT2;
+	case 40: /* mount */
+	case 39: /* umount2 */
+	case 41: /* pivot_root */
+		return CALL_MOUNT;
+	case 97: return CALL_UNSHARE;
+	case 220: return CALL_CLONE;
+	}
+	return common_call(nr);
+}
+
+/* AArch32 tasks: not decided call by call (their numbers are not mapped here); a governed
+ * one is killed at its first syscall, fail closed. */
+static __always_inline enum tyr_call compat_call(long nr)
+{
+	return CALL_UNDECIDABLE;
+}
+
+#define PSR_MODE32_BIT 0x10
+
+static __always_inline int compat_syscall(struct pt_regs *regs)
+{
+	return regs->pstate & PSR_MODE32_BIT;
+}
+
+static __always_inline __u64 syscall_nr(struct pt_regs *regs)
+{
+	return regs->syscallno;
+}
+
+static __always_inline __u64 syscall_arg(struct pt_regs *regs, int compat, int i)
+{
+	return i == 0 ? regs->orig_x0 : regs->regs[i & 7];
+}
+#else
+#error "tyr.bpf.c: syscall numbers for this architecture are missing"
+#endif
+
+/* In syscall_kind's result: the call is a 32-bit one. */
+#define CALL_COMPAT 0x100
+
+/* The call's kind, with CALL_COMPAT for a 32-bit call: numbers are checked for both ABIs
+ * before the (dearer) ABI test, so an unrelated syscall costs two compare chains. */
+static __always_inline __u32 syscall_kind(struct pt_regs *regs, long nr)
+{
+	enum tyr_call native = native_call(nr), ia32 = compat_call(nr);
+	if (native == CALL_NONE && ia32 == CALL_NONE)
+		return CALL_NONE;
+	return compat_syscall(regs) ? ia32 | CALL_COMPAT : native;
+}
+
+SEC("tp_btf/sys_enter")
+int tyr_sys_enter(__u64 *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	__u32 call = syscall_kind(regs, ctx[1]);
+	if (call == CALL_NONE)
+		return 0;
+	int compat = call & CALL_COMPAT;
+#define ARG(i) syscall_arg(regs, compat, i)
+	switch (call & ~CALL_COMPAT) {
+	case CALL_OPENAT:
+		return enter_open((__s32)ARG(0), ARG(1), ARG(2));
+	case CALL_OPEN:
+		return enter_open(AT_FDCWD, ARG(0), ARG(1));
+	case CALL_CREAT:
+		return enter_open(AT_FDCWD, ARG(0), O_CREAT | O_TRUNC | 1);
+	case CALL_OPENAT2: {
+		__u64 flags = 0;
+		/* The kernel fails with EFAULT on an unreadable struct open_how. */
+		if (bpf_probe_read_user(&flags, sizeof(flags), (const void *)ARG(2)))
+			return 0;
+		return enter_open((__s32)ARG(0), ARG(1), flags);
+	}
+	case CALL_LINK:
+		return enter_rename(AT_FDCWD, ARG(0), AT_FDCWD, ARG(1), TYR_EVENT_LINK, 0);
+	case CALL_LINKAT:
+		return enter_rename((__s32)ARG(0), ARG(1), (__s32)ARG(2), ARG(3), TYR_EVENT_LINK,
+				    0);
+	case CALL_RENAME:
+		ns_bump();
+		return enter_rename(AT_FDCWD, ARG(0), AT_FDCWD, ARG(1), TYR_EVENT_RENAME, 0);
+	case CALL_RENAMEAT:
+		ns_bump();
+		return enter_rename((__s32)ARG(0), ARG(1), (__s32)ARG(2), ARG(3),
+				    TYR_EVENT_RENAME, 0);
+	case CALL_RENAMEAT2:
+		ns_bump();
+		return enter_rename((__s32)ARG(0), ARG(1), (__s32)ARG(2), ARG(3),
+				    TYR_EVENT_RENAME, ARG(4));
+	case CALL_IO_URING:
+		/* io_uring opens, reads and connects never pass the syscall hooks: governed
+		 * processes may not set up or drive a ring (one inherited from an ungoverned
+		 * parent included). */
+		return deny_governed(TYR_EVENT_IO_URING);
+	case CALL_UNDECIDABLE:
+		return deny_governed(TYR_EVENT_FAIL_CLOSED);
+	case CALL_MOUNT:
 		return ns_bump();
-	return (flags & CLONE_NEWNS) ? ns_bump() : 0;
+	case CALL_UNSHARE:
+	case CALL_CLONE:
+		return (ARG(0) & CLONE_NEWNS) ? ns_bump() : 0;
+	case CALL_CLONE3: {
+		__u64 flags = 0;
+		/* Unreadable arguments: the call fails with EFAULT; bumping costs nothing. */
+		if (bpf_probe_read_user(&flags, sizeof(flags), (const void *)ARG(0)))
+			return ns_bump();
+		return (flags & CLONE_NEWNS) ? ns_bump() : 0;
+	}
+	default:
+		return 0;
+	}
+#undef ARG
+}
+
+/* At exit: opens are decided on the file opened; renames and mount changes bump the
+ * namespace generation again (a decision computed while the call ran is never reused). */
+SEC("tp_btf/sys_exit")
+int tyr_sys_exit(__u64 *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	switch (syscall_kind(regs, syscall_nr(regs)) & ~CALL_COMPAT) {
+	case CALL_OPENAT:
+	case CALL_OPEN:
+	case CALL_CREAT:
+	case CALL_OPENAT2:
+	case CALL_OPEN_BY_HANDLE:
+	/* pidfd_getfd copies another process's fd, e.g. one a process opened and is killed
+	 * for at syscall exit, in the window before it exits: decided as an open by the
+	 * caller. */
+	case CALL_PIDFD_GETFD:
+		return on_open((long)ctx[1]);
+	case CALL_RENAME:
+	case CALL_RENAMEAT:
+	case CALL_RENAMEAT2:
+	case CALL_MOUNT:
+		return ns_bump();
+	default:
+		return 0;
+	}
 }
 
 /* ---- process identity ---- */

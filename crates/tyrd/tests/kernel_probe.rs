@@ -43,7 +43,7 @@ fn probe_reports_a_tier_with_reasons_and_hooks() {
         "{lsm}"
     );
     for name in [
-        "syscalls/sys_exit_openat",
+        "tp_btf/sys_exit",
         "tp_btf/sched_process_exec",
         "cgroup/connect4",
     ] {
@@ -55,5 +55,5 @@ fn probe_reports_a_tier_with_reasons_and_hooks() {
     }
     let human = probe(&[]);
     assert!(human.starts_with(&format!("tier: {tier}\n")), "{human}");
-    assert!(human.contains("syscalls/sys_exit_openat"), "{human}");
+    assert!(human.contains("tp_btf/sys_exit"), "{human}");
 }

@@ -786,6 +786,37 @@ fn a_pinned_map_of_another_layout_is_replaced() {
     drop(pins);
 }
 
+/// A link an earlier build pinned under a name this build does not use (its per-call
+/// syscall programs) is detached by the next daemon: only this build's programs stay pinned.
+#[test]
+fn links_of_an_earlier_build_are_detached() {
+    let Some((_g, fx)) = setup() else { return };
+    drop(fx);
+    let pins = Pins(PathBuf::from(format!(
+        "/sys/fs/bpf/tyr-test-stale-{}",
+        std::process::id()
+    )));
+    let first = Tracepoints::load_pinned(&pins.0).expect("first daemon");
+    drop(first);
+    let links = pins.0.join("links");
+    // A real link under an old program's name: the first daemon's fork hook, renamed.
+    std::fs::rename(links.join("tyr_fork"), links.join("tyr_enter_openat")).expect("rename");
+    let second = Tracepoints::load_pinned(&pins.0).expect("second daemon");
+    let mut names: Vec<String> = std::fs::read_dir(&links)
+        .expect("links")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = tyrd::kernel::PROGRAMS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    want.sort();
+    assert_eq!(names, want, "stale or missing links");
+    drop(second);
+    drop(pins);
+}
+
 /// Fork churn under an agent: every child is governed while it lives and removed when it
 /// exits, so the identity map ends empty.
 #[test]
@@ -1513,17 +1544,23 @@ const FD_HELPER_ENV: &str = "TYR_FD_HELPER";
 
 /// Not a test: run by the tests below in a child (the test binary re-executes itself with
 /// `FD_HELPER_ENV` set) with a second thread alive: `read PATH` reads PATH; `getfd PID FD`
-/// copies fd FD of process PID with `pidfd_getfd` and reads the copy. Prints `helper: `
-/// and what it read, or `helper-error: ` and why.
+/// copies fd FD of process PID with `pidfd_getfd` and reads the copy; `read32 PATH` (in a
+/// single-threaded child) and `create32 PATH` open PATH with a 32-bit syscall (`int $0x80`),
+/// for reading and for writing with `O_CREAT`. Prints `helper: ` and what it read, or
+/// `helper-error: ` and why.
 #[test]
 fn fd_helper() {
     let Ok(cmd) = std::env::var(FD_HELPER_ENV) else {
         return;
     };
-    let _parked = std::thread::spawn(std::thread::park);
     let words: Vec<&str> = cmd.split(' ').collect();
+    let _parked = std::thread::spawn(std::thread::park);
     let read = match words.as_slice() {
         ["read", path] => std::fs::read_to_string(path),
+        #[cfg(target_arch = "x86_64")]
+        ["read32", path] => in_child(|| open32(path, libc::O_RDONLY).and_then(read_fd)),
+        #[cfg(target_arch = "x86_64")]
+        ["create32", path] => open32(path, libc::O_WRONLY | libc::O_CREAT).map(|_| String::new()),
         ["clonefiles", path] => clonefiles_read(path),
         ["getfd", pid, fd] => getfd_read(pid.parse().expect("pid"), fd.parse().expect("fd")),
         _ => panic!("bad helper command {cmd:?}"),
@@ -1564,9 +1601,7 @@ fn clonefiles_read(path: &str) -> std::io::Result<String> {
 
 /// Copies fd `fd` of process `pid` into this process and reads it.
 fn getfd_read(pid: i32, fd: i32) -> std::io::Result<String> {
-    use std::io::Read;
-    use std::os::fd::FromRawFd;
-    // SAFETY: raw syscalls with integer arguments; a returned fd is owned by the File.
+    // SAFETY: raw syscalls with integer arguments.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if pidfd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -1575,10 +1610,94 @@ fn getfd_read(pid: i32, fd: i32) -> std::io::Result<String> {
     if copy < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let mut file = unsafe { std::fs::File::from_raw_fd(copy as i32) };
+    read_fd(copy as i32)
+}
+
+/// Runs `read` in a forked child, a process of one thread, which prints the result; returns
+/// how the child ended.
+#[cfg(target_arch = "x86_64")]
+fn in_child(read: impl FnOnce() -> std::io::Result<String>) -> std::io::Result<String> {
+    use std::io::Write;
+    // SAFETY: the child only runs `read` (no locks held by the parked thread) and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        match read() {
+            Ok(content) => println!("helper: {content}"),
+            Err(e) => println!("helper-error: {e}"),
+        }
+        let _ = std::io::stdout().flush();
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(match libc::WIFSIGNALED(status) {
+        true => format!("child killed by signal {}", libc::WTERMSIG(status)),
+        false => "child exited".into(),
+    })
+}
+
+/// Reads all of `fd` (which it closes).
+fn read_fd(fd: i32) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller hands over an open fd it owns.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let mut content = String::new();
     file.read_to_string(&mut content)?;
     Ok(content)
+}
+
+/// `open(path, flags, 0600)` through the ia32 syscall table (`int $0x80`, call 5), which
+/// any x86_64 process may use; the path is copied below 4 GiB, where 32-bit pointers reach.
+#[cfg(target_arch = "x86_64")]
+fn open32(path: &str, flags: i32) -> std::io::Result<i32> {
+    const IA32_OPEN: i64 = 5;
+    assert!(path.len() < 4096, "path too long");
+    // SAFETY: a fresh private page (never freed: the helper exits soon) holds the string.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the page is 4096 writable bytes; the copy and its NUL fit.
+    unsafe {
+        std::ptr::copy_nonoverlapping(path.as_ptr(), page.cast::<u8>(), path.len());
+        *page.cast::<u8>().add(path.len()) = 0;
+    }
+    let ret: i64;
+    // SAFETY: the ia32 open reads the string and returns an fd or -errno; rbx (reserved by
+    // LLVM) is swapped in and out around the call; r8-r11 are not preserved by int $0x80.
+    unsafe {
+        std::arch::asm!(
+            "xchg rbx, {path}",
+            "int 0x80",
+            "xchg rbx, {path}",
+            path = inout(reg) page as u64 => _,
+            inlateout("rax") IA32_OPEN => ret,
+            in("rcx") flags as u64,
+            in("rdx") 0o600u64,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+        );
+    }
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret as i32));
+    }
+    Ok(ret as i32)
 }
 
 /// `sh -c "read _; exec THIS-TEST-BINARY fd_helper"` running `command` in `dir`: gated like
@@ -1647,6 +1766,61 @@ fn a_threaded_read_of_a_denied_file_is_killed_at_entry() {
         0,
         "the helper's exit decision was reported too"
     );
+}
+
+/// A 32-bit syscall (`int $0x80`, open through the ia32 table) is decided like a native one:
+/// the per-call `syscalls/` tracepoints never fire for those, so before the raw syscall
+/// hooks a governed process read any file this way. A read open is decided at exit on the
+/// file, an `O_CREAT` open at entry on the path string; an ungoverned process is untouched.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_32_bit_open_of_a_denied_file_is_decided() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((_g, mut fx)) = setup() else { return };
+    let secret = fx.p("home/.ssh/id_rsa");
+    let home = fx.p("home");
+    let out = release(gated_fd_helper(&format!("read32 {secret}"), &home));
+    if out.contains("helper-error: ") && out.contains("os error 38") {
+        tyr_testkit::skip("this kernel has no ia32 syscalls (IA32_EMULATION off)");
+        return;
+    }
+    assert!(
+        out.contains(&format!("helper: {SECRET}")),
+        "the 32-bit open did not work for a non-agent: {out:?}"
+    );
+    let child = gated_fd_helper(&format!("read32 {secret}"), &home);
+    fx.mark_agent(child.id());
+    let out = release(child);
+    assert!(
+        out.contains("helper: child killed by signal 9"),
+        "not killed: {out:?}"
+    );
+    assert!(!out.contains(SECRET), "the secret leaked: {out:?}");
+    let ev = fx.event("deny of the 32-bit read", |e| {
+        killed_deny(e, Action::FileRead, &secret)
+    });
+    assert!(
+        !ev.at_entry,
+        "a single-threaded read was decided at entry: {ev:?}"
+    );
+    let created = fx.p("locked/new_file");
+    let child = gated_fd_helper(&format!("create32 {created}"), &home);
+    fx.mark_agent(child.id());
+    let (out, status) = release_status(child);
+    assert_eq!(status.signal(), Some(9), "not killed: {out:?}");
+    let ev = fx.event("deny of the 32-bit create", |e| {
+        killed_deny(e, Action::FileWrite, &created)
+    });
+    assert!(
+        ev.at_entry,
+        "an O_CREAT open was not decided at entry: {ev:?}"
+    );
+    if fx.tp.refuses_at_entry() {
+        assert!(
+            !std::path::Path::new(&created).exists(),
+            "the file was created"
+        );
+    }
 }
 
 /// A governed process whose file table another process shares (`clone(CLONE_FILES)`) is

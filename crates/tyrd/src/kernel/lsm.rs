@@ -15,7 +15,7 @@ use aya::programs::links::FdLink;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::probe::{HookStatus, LSM_LIST};
-use super::{ENTRY_PROGRAMS, KernelError, MAPS, Tracepoints, prog_err};
+use super::{KernelError, MAPS, Tracepoints, prog_err};
 
 /// The LSM object: the tracepoint object plus the LSM programs (`bpf/lsm.bpf.c`).
 pub static LSM_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lsm.bpf.o"));
@@ -47,9 +47,12 @@ impl Enforcement {
     /// tries to add the LSM programs. Falls back to the tracepoint tier alone, with the reason
     /// (`None` when the LSM tier is active).
     pub fn load_pinned(dir: &Path) -> Result<(Self, Option<String>), KernelError> {
-        let tp = Tracepoints::load_pinned(dir)?;
+        let mut tp = Tracepoints::load_pinned(dir)?;
         Ok(match attach_lsm(dir) {
-            Ok(ebpf) => (Enforcement::Lsm(LsmTier { _ebpf: ebpf, tp }), None),
+            Ok(ebpf) => {
+                tp.lsm_refuses_at_entry()?;
+                (Enforcement::Lsm(LsmTier { _ebpf: ebpf, tp }), None)
+            }
             Err(reason) => (Enforcement::Tracepoint(tp), Some(reason)),
         })
     }
@@ -120,15 +123,6 @@ fn load_lsm(dir: &Path) -> Result<Ebpf, KernelError> {
             Err(e) => return Err(e.into()),
         }
         link.pin(path)?;
-    }
-    // The LSM hooks refuse what the entry programs would kill for: detach those (their
-    // attachments live in their pins).
-    for name in ENTRY_PROGRAMS {
-        match std::fs::remove_file(links.join(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
     }
     Ok(ebpf)
 }

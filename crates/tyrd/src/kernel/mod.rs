@@ -2,16 +2,14 @@
 //! policy tables, process identity and the event ring buffer.
 //!
 //! [`Tracepoints`] is the tracepoint tier: `sched_process_{fork,exec,exit}` keep the process
-//! identity map; `sys_exit_{openat,open,openat2,creat,open_by_handle_at}` and
-//! `sched_process_exec` decide from the compiled tables and kill on deny;
-//! `sys_enter_{openat,open,openat2,creat}` (with `O_CREAT`/`O_TRUNC`),
-//! `sys_enter_{link,linkat,rename,renameat,renameat2}` decide on the path string at entry and
-//! make a denied syscall fail before killing; `sys_enter_io_uring_{setup,enter}` kill governed
-//! processes (io_uring bypasses the syscall hooks);
-//! `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2 root) return `EPERM` on deny. Decisions of
-//! file opens are cached (`tyr_vcache`, see `bpf/tyr_maps.h`); the entry and exit of renames and
-//! mount changes (`tyr_nse_*`, `tyr_nsx_*`) make cached decisions stale. Dropping it detaches
-//! every program not pinned.
+//! identity map; `sched_process_exec` decides execs; the raw syscall tracepoints
+//! (`tp_btf/sys_enter`, `tp_btf/sys_exit`, every syscall, native and 32-bit) decide opens on
+//! the file opened at exit, and at entry decide `O_CREAT`/`O_TRUNC` opens, links and renames
+//! on the path string (a denied syscall is made to fail before the kill), kill governed
+//! processes at io_uring calls (io_uring bypasses the syscall hooks), and count renames and
+//! mount changes (stale cached decisions); `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2
+//! root) return `EPERM` on deny. Decisions of file opens are cached (`tyr_vcache`, see
+//! `bpf/tyr_maps.h`). Dropping it detaches every program not pinned.
 //!
 //! [`Enforcement`] picks the tier: the LSM programs of [`lsm`] over the tracepoint tier when
 //! the kernel runs them, else the tracepoint tier alone, with the reason.
@@ -31,7 +29,7 @@ pub use lsm::{Enforcement, LsmTier};
 pub use mounts::cgroup2_root;
 pub use tracepoints::Tracepoints;
 
-use aya::programs::{BtfTracePoint, CgroupSockAddr, TracePoint};
+use aya::programs::{BtfTracePoint, CgroupSockAddr};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 /// Where the daemon pins its programs and maps ([`Tracepoints::load_pinned`]).
@@ -46,8 +44,6 @@ pub static TRACEPOINT_OBJ: &[u8] =
 pub enum Hook {
     /// A `tp_btf` (BTF-typed raw tracepoint).
     Btf(&'static str),
-    /// A classic tracepoint `category/name`.
-    Tracepoint(&'static str, &'static str),
     /// A cgroup `sock_addr` hook (`connect4`, `sendmsg6`…) on the cgroup v2 root.
     Cgroup(&'static str),
 }
@@ -92,7 +88,9 @@ pub const MAPS: [&str; 32] = [
 ];
 
 /// The programs of the tracepoint tier, in attach order (identity before enforcement).
-pub const PROGRAMS: [(&str, Hook); 47] = [
+/// `tyr_sys_enter`/`tyr_sys_exit` run for every syscall (native and 32-bit) and decide the
+/// calls that open, link or rename files, use io_uring or change mounts.
+pub const PROGRAMS: [(&str, Hook); 9] = [
     ("tyr_fork", Hook::Btf("sched_process_fork")),
     ("tyr_connect4", Hook::Cgroup("connect4")),
     ("tyr_connect6", Hook::Cgroup("connect6")),
@@ -100,211 +98,15 @@ pub const PROGRAMS: [(&str, Hook); 47] = [
     ("tyr_sendmsg6", Hook::Cgroup("sendmsg6")),
     ("tyr_exit", Hook::Btf("sched_process_exit")),
     ("tyr_exec", Hook::Btf("sched_process_exec")),
-    (
-        "tyr_exit_openat",
-        Hook::Tracepoint("syscalls", "sys_exit_openat"),
-    ),
-    (
-        "tyr_exit_open",
-        Hook::Tracepoint("syscalls", "sys_exit_open"),
-    ),
-    (
-        "tyr_exit_openat2",
-        Hook::Tracepoint("syscalls", "sys_exit_openat2"),
-    ),
-    (
-        "tyr_exit_creat",
-        Hook::Tracepoint("syscalls", "sys_exit_creat"),
-    ),
-    (
-        "tyr_exit_by_handle",
-        Hook::Tracepoint("syscalls", "sys_exit_open_by_handle_at"),
-    ),
-    (
-        "tyr_exit_pidfd_getfd",
-        Hook::Tracepoint("syscalls", "sys_exit_pidfd_getfd"),
-    ),
-    (
-        "tyr_enter_openat",
-        Hook::Tracepoint("syscalls", "sys_enter_openat"),
-    ),
-    (
-        "tyr_enter_open",
-        Hook::Tracepoint("syscalls", "sys_enter_open"),
-    ),
-    (
-        "tyr_enter_openat2",
-        Hook::Tracepoint("syscalls", "sys_enter_openat2"),
-    ),
-    (
-        "tyr_enter_creat",
-        Hook::Tracepoint("syscalls", "sys_enter_creat"),
-    ),
-    (
-        "tyr_enter_link",
-        Hook::Tracepoint("syscalls", "sys_enter_link"),
-    ),
-    (
-        "tyr_enter_linkat",
-        Hook::Tracepoint("syscalls", "sys_enter_linkat"),
-    ),
-    (
-        "tyr_enter_rename",
-        Hook::Tracepoint("syscalls", "sys_enter_rename"),
-    ),
-    (
-        "tyr_enter_renameat",
-        Hook::Tracepoint("syscalls", "sys_enter_renameat"),
-    ),
-    (
-        "tyr_enter_renameat2",
-        Hook::Tracepoint("syscalls", "sys_enter_renameat2"),
-    ),
-    (
-        "tyr_enter_io_uring_setup",
-        Hook::Tracepoint("syscalls", "sys_enter_io_uring_setup"),
-    ),
-    (
-        "tyr_enter_io_uring_enter",
-        Hook::Tracepoint("syscalls", "sys_enter_io_uring_enter"),
-    ),
-    // Renames and mount changes: the namespace generation of the verdict cache.
-    (
-        "tyr_nse_rename",
-        Hook::Tracepoint("syscalls", "sys_enter_rename"),
-    ),
-    (
-        "tyr_nsx_rename",
-        Hook::Tracepoint("syscalls", "sys_exit_rename"),
-    ),
-    (
-        "tyr_nse_renameat",
-        Hook::Tracepoint("syscalls", "sys_enter_renameat"),
-    ),
-    (
-        "tyr_nsx_renameat",
-        Hook::Tracepoint("syscalls", "sys_exit_renameat"),
-    ),
-    (
-        "tyr_nse_renameat2",
-        Hook::Tracepoint("syscalls", "sys_enter_renameat2"),
-    ),
-    (
-        "tyr_nsx_renameat2",
-        Hook::Tracepoint("syscalls", "sys_exit_renameat2"),
-    ),
-    (
-        "tyr_nse_mount",
-        Hook::Tracepoint("syscalls", "sys_enter_mount"),
-    ),
-    (
-        "tyr_nsx_mount",
-        Hook::Tracepoint("syscalls", "sys_exit_mount"),
-    ),
-    (
-        "tyr_nse_umount",
-        Hook::Tracepoint("syscalls", "sys_enter_umount"),
-    ),
-    (
-        "tyr_nsx_umount",
-        Hook::Tracepoint("syscalls", "sys_exit_umount"),
-    ),
-    (
-        "tyr_nse_move_mount",
-        Hook::Tracepoint("syscalls", "sys_enter_move_mount"),
-    ),
-    (
-        "tyr_nsx_move_mount",
-        Hook::Tracepoint("syscalls", "sys_exit_move_mount"),
-    ),
-    (
-        "tyr_nse_pivot_root",
-        Hook::Tracepoint("syscalls", "sys_enter_pivot_root"),
-    ),
-    (
-        "tyr_nsx_pivot_root",
-        Hook::Tracepoint("syscalls", "sys_exit_pivot_root"),
-    ),
-    (
-        "tyr_nse_fsmount",
-        Hook::Tracepoint("syscalls", "sys_enter_fsmount"),
-    ),
-    (
-        "tyr_nsx_fsmount",
-        Hook::Tracepoint("syscalls", "sys_exit_fsmount"),
-    ),
-    (
-        "tyr_nse_open_tree",
-        Hook::Tracepoint("syscalls", "sys_enter_open_tree"),
-    ),
-    (
-        "tyr_nsx_open_tree",
-        Hook::Tracepoint("syscalls", "sys_exit_open_tree"),
-    ),
-    (
-        "tyr_nse_open_tree_attr",
-        Hook::Tracepoint("syscalls", "sys_enter_open_tree_attr"),
-    ),
-    (
-        "tyr_nsx_open_tree_attr",
-        Hook::Tracepoint("syscalls", "sys_exit_open_tree_attr"),
-    ),
-    (
-        "tyr_nse_unshare",
-        Hook::Tracepoint("syscalls", "sys_enter_unshare"),
-    ),
-    (
-        "tyr_nse_clone",
-        Hook::Tracepoint("syscalls", "sys_enter_clone"),
-    ),
-    (
-        "tyr_nse_clone3",
-        Hook::Tracepoint("syscalls", "sys_enter_clone3"),
-    ),
+    ("tyr_sys_exit", Hook::Btf("sys_exit")),
+    ("tyr_sys_enter", Hook::Btf("sys_enter")),
 ];
 
-/// Syscall tracepoints of calls some architectures lack (arm64 has only the `*at` forms,
-/// whose hooks decide the same operations there), or older kernels (`open_tree_attr`, 6.15).
-const LEGACY_SYSCALLS: [&str; 9] = [
-    "sys_exit_open",
-    "sys_exit_creat",
-    "sys_enter_open",
-    "sys_enter_creat",
-    "sys_enter_link",
-    "sys_enter_rename",
-    "sys_exit_rename",
-    "sys_enter_open_tree_attr",
-    "sys_exit_open_tree_attr",
-];
-
-/// Whether `category/tp` is a legacy syscall's tracepoint that this kernel does not have (it
-/// is then not attached; every other missing hook is an error).
-pub(crate) fn absent_legacy_syscall(category: &str, tp: &str) -> bool {
-    LEGACY_SYSCALLS.contains(&tp)
-        && !["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-            .iter()
-            .any(|root| {
-                std::path::Path::new(root)
-                    .join("events")
-                    .join(category)
-                    .join(tp)
-                    .is_dir()
-            })
-}
-
-/// The entry programs the LSM tier supersedes (`file_open`, `path_link`, `path_rename` refuse
-/// the same operations without killing): detached when the LSM programs attach.
-pub const ENTRY_PROGRAMS: [&str; 9] = [
-    "tyr_enter_openat",
-    "tyr_enter_open",
-    "tyr_enter_openat2",
-    "tyr_enter_creat",
-    "tyr_enter_link",
-    "tyr_enter_linkat",
-    "tyr_enter_rename",
-    "tyr_enter_renameat",
-    "tyr_enter_renameat2",
-];
+/// Maps of the tracepoint object that are never pinned: each load has its own.
+/// `.rodata` holds load-time constants; `tyr_lsm_on` says whether this load's LSM programs
+/// refuse opens, links and renames (a new daemon starts at 0 until its own LSM programs
+/// attach).
+const UNPINNED_MAPS: [&str; 2] = [".rodata", "tyr_lsm_on"];
 
 /// A kernel-side failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -387,33 +189,9 @@ pub(crate) fn load_program(
             let p: &mut BtfTracePoint = prog.try_into().map_err(prog_err(name))?;
             p.load(tp, btf).map_err(prog_err(name))
         }
-        Hook::Tracepoint(..) => {
-            let p: &mut TracePoint = prog.try_into().map_err(prog_err(name))?;
-            p.load().map_err(prog_err(name))
-        }
         Hook::Cgroup(_) => {
             let p: &mut CgroupSockAddr = prog.try_into().map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))
         }
-    }
-}
-
-#[cfg(test)]
-mod legacy_tests {
-    use super::absent_legacy_syscall;
-
-    #[test]
-    fn only_legacy_syscalls_missing_from_tracefs_are_skipped() {
-        // Never skipped, whatever the host: the `*at` forms exist on every architecture.
-        assert!(!absent_legacy_syscall("syscalls", "sys_exit_openat"));
-        assert!(!absent_legacy_syscall("syscalls", "sys_enter_no_such_call"));
-        // x86_64 has the legacy calls: with tracefs mounted they are attached.
-        if cfg!(target_arch = "x86_64")
-            && std::path::Path::new("/sys/kernel/tracing/events/syscalls").is_dir()
-        {
-            assert!(!absent_legacy_syscall("syscalls", "sys_enter_link"));
-        }
-        // A legacy name under a category that does not exist is absent.
-        assert!(absent_legacy_syscall("no_such_category", "sys_enter_link"));
     }
 }

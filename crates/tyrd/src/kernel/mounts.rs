@@ -1,14 +1,7 @@
-//! The pseudo file systems the kernel side needs: tracefs (tracepoints by name), bpffs
-//! (pins) and a cgroup v2 hierarchy (`sock_addr` hooks, `tyr run`), mounted when missing.
+//! The pseudo file systems the kernel side needs: bpffs (pins) and a cgroup v2 hierarchy
+//! (`sock_addr` hooks, `tyr run`), mounted when missing.
 
 use super::KernelError;
-
-/// Whether a non-empty directory is visible at `path` (a mounted pseudo file system).
-fn populated(path: &str) -> bool {
-    std::fs::read_dir(path)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-}
 
 /// Whether a file system of type `fstype` is mounted at `path`.
 fn mounted(fstype: &str, path: &str) -> bool {
@@ -33,15 +26,6 @@ fn mount(fstype: &str, path: &str) -> Result<(), KernelError> {
             "mount -t {fstype} {fstype} {path} failed ({status})"
         ))),
     }
-}
-
-/// Mounts tracefs at `/sys/kernel/tracing` when no tracefs is visible (classic tracepoints
-/// are found by name there).
-pub(super) fn ensure_tracefs() -> Result<(), KernelError> {
-    if populated("/sys/kernel/tracing") || populated("/sys/kernel/debug/tracing") {
-        return Ok(());
-    }
-    mount("tracefs", "/sys/kernel/tracing")
 }
 
 /// Mounts bpffs at `/sys/fs/bpf` when it is not mounted there.

@@ -29,7 +29,7 @@ pub enum Tier {
 /// One program and whether this kernel accepted it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HookStatus {
-    /// e.g. `lsm/file_open`, `tp_btf/sched_process_exec`, `syscalls/sys_exit_openat`.
+    /// e.g. `lsm/file_open`, `tp_btf/sched_process_exec`, `tp_btf/sys_exit`.
     pub hook: String,
     pub loaded: bool,
     /// Instructions processed by the verifier, when the kernel reports it.
@@ -131,7 +131,6 @@ fn probe_tracepoints(btf: &Btf, hooks: &mut Vec<HookStatus>) -> Result<bool, Ker
     for (name, hook) in PROGRAMS {
         let label = match hook {
             super::Hook::Btf(tp) => format!("tp_btf/{tp}"),
-            super::Hook::Tracepoint(c, tp) => format!("{c}/{tp}"),
             super::Hook::Cgroup(hook) => format!("cgroup/{hook}"),
         };
         let result = load_program(&mut ebpf, name, hook, btf);

@@ -7,17 +7,16 @@ use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId;
 use aya::programs::links::{CgroupAttachMode, FdLink};
 use aya::programs::tp_btf::BtfTracePointLinkId;
-use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::{BtfTracePoint, CgroupSockAddr, TracePoint};
+use aya::programs::{BtfTracePoint, CgroupSockAddr};
 use aya::{Btf, Ebpf, EbpfLoader};
 use tyr_policy::compile::KernelTables;
 
 use super::events::EventReader;
 use super::maps::{self, EXE_KEY_LEN, TyrConfig, TyrExeKey, TyrLpmData, TyrLpmVal, TyrProc};
-use super::mounts::{cgroup2_root, ensure_bpffs, ensure_tracefs};
+use super::mounts::{cgroup2_root, ensure_bpffs};
 use super::{
-    Counters, Hook, KernelError, MAPS, PROGRAMS, TABLES_PER_SLOT, TRACEPOINT_OBJ, load_program,
-    map_err, prog_err, tables,
+    Counters, Hook, KernelError, MAPS, PROGRAMS, TABLES_PER_SLOT, TRACEPOINT_OBJ, UNPINNED_MAPS,
+    load_program, map_err, prog_err, tables,
 };
 
 /// The loaded and attached tracepoint tier.
@@ -33,7 +32,6 @@ pub struct Tracepoints {
 
 enum Attached {
     Btf(&'static str, BtfTracePointLinkId),
-    Tracepoint(&'static str, TracePointLinkId),
     Cgroup(&'static str, CgroupSockAddrLinkId),
 }
 
@@ -69,7 +67,6 @@ impl Tracepoints {
 
     fn load_inner(procs: Option<u32>, map_pins: Option<&Path>) -> Result<Self, KernelError> {
         let btf = Btf::from_sys_fs()?;
-        ensure_tracefs()?;
         let write_user = user_writes_allowed();
         let write_flag = u8::from(write_user);
         let mut loader = EbpfLoader::new();
@@ -85,10 +82,9 @@ impl Tracepoints {
             }
         }
         let mut ebpf = loader.load(TRACEPOINT_OBJ)?;
-        // `.rodata` holds load-time constants (never pinned: each load sets its own).
         if let Some((name, _)) = ebpf
             .maps()
-            .find(|(n, _)| !MAPS.contains(n) && *n != ".rodata")
+            .find(|(n, _)| !MAPS.contains(n) && !UNPINNED_MAPS.contains(n))
         {
             return Err(KernelError::Unlisted(name.to_owned()));
         }
@@ -110,12 +106,6 @@ impl Tracepoints {
         let cgroup = std::fs::File::open(cgroup2_root()?)?;
         let mut links = Vec::with_capacity(PROGRAMS.len());
         for (name, hook) in PROGRAMS {
-            if let Hook::Tracepoint(category, tp) = hook
-                && super::absent_legacy_syscall(category, tp)
-            {
-                tracing::info!(tracepoint = tp, "no such syscall on this architecture");
-                continue;
-            }
             let prog = ebpf
                 .program_mut(name)
                 .ok_or(KernelError::MissingProgram(name))?;
@@ -123,10 +113,6 @@ impl Tracepoints {
                 Hook::Btf(_) => {
                     let p: &mut BtfTracePoint = prog.try_into().map_err(prog_err(name))?;
                     Attached::Btf(name, p.attach().map_err(prog_err(name))?)
-                }
-                Hook::Tracepoint(category, tp) => {
-                    let p: &mut TracePoint = prog.try_into().map_err(prog_err(name))?;
-                    Attached::Tracepoint(name, p.attach(category, tp).map_err(prog_err(name))?)
                 }
                 Hook::Cgroup(_) => {
                     let p: &mut CgroupSockAddr = prog.try_into().map_err(prog_err(name))?;
@@ -390,18 +376,15 @@ impl Tracepoints {
         Ok(())
     }
 
-    /// Pins every attachment at `DIR/NAME`, replacing (detaching) one pinned there before.
+    /// Pins every attachment at `DIR/NAME`, replacing (detaching) one pinned there before,
+    /// then detaches what an earlier build pinned there under names this build does not use
+    /// (its programs would go on deciding next to these).
     fn pin_links(&mut self, dir: &Path) -> Result<(), KernelError> {
         for link in std::mem::take(&mut self.links) {
             let (name, fd) = match link {
                 Attached::Btf(name, id) => {
                     let p: &mut BtfTracePoint = self.program(name)?;
                     (name, FdLink::from(p.take_link(id).map_err(prog_err(name))?))
-                }
-                Attached::Tracepoint(name, id) => {
-                    let p: &mut TracePoint = self.program(name)?;
-                    let link = p.take_link(id).map_err(prog_err(name))?;
-                    (name, FdLink::try_from(link)?)
                 }
                 Attached::Cgroup(name, id) => {
                     let p: &mut CgroupSockAddr = self.program(name)?;
@@ -417,7 +400,24 @@ impl Tracepoints {
             }
             fd.pin(path)?;
         }
+        let ours = |name: &str| {
+            PROGRAMS.iter().any(|(p, _)| *p == name)
+                || super::lsm::LSM_PROGRAMS.iter().any(|(p, _)| *p == name)
+        };
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry.file_name().to_str().is_some_and(ours) {
+                tracing::info!(link = ?entry.file_name(), "detaching a program of an earlier build");
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         Ok(())
+    }
+
+    /// Marks opens, links and renames as refused by the LSM programs: the entry programs no
+    /// longer decide them (a kill would pre-empt the LSM's `EPERM`).
+    pub(super) fn lsm_refuses_at_entry(&mut self) -> Result<(), KernelError> {
+        self.write_at::<u32>("tyr_lsm_on", 0, &[1])
     }
 
     fn program<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, KernelError>
