@@ -1,20 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The floor of any syscall-tracepoint tool: empty programs on the hooks tyrd's open path uses
- * (sys_enter_openat, sys_exit_openat). bench/kernel/run.sh measures the open loop with them
- * attached (configuration `floor`), so tyrd's overhead can be read against what the kernel
- * charges for the hooks alone. */
+/* The floor of tyrd's syscall hooks: near-empty programs (one comparison each) on the raw
+ * syscall tracepoints tyrd uses (tp_btf/sys_enter, tp_btf/sys_exit: every syscall).
+ * bench/kernel/run.sh measures the open loop with them attached
+ * (configuration `floor`), so tyrd's overhead can be read against what the kernel charges
+ * for the hooks alone. */
 #define SEC(name) __attribute__((section(name), used))
 
 char LICENSE[] SEC("license") = "GPL";
 
-SEC("tracepoint/syscalls/sys_enter_openat")
-int floor_enter(void *ctx)
+SEC("tp_btf/sys_enter")
+int floor_enter(unsigned long long *ctx)
 {
-	return 0;
+	return ctx[1] == 257;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int floor_exit(void *ctx)
+SEC("tp_btf/sys_exit")
+int floor_exit(unsigned long long *ctx)
 {
-	return 0;
+	return ctx[1] == 257;
 }

@@ -3,6 +3,8 @@
  * run in the caller's system time), which a busy machine disturbs much less than wall time.
  *
  *   loop open PATH N     open(PATH, O_RDONLY) + close, N times
+ *   loop getppid N       the getppid syscall (one no hook decides: what every other syscall
+ *                        pays), N times
  *   loop exec N          fork + execve("/bin/true") + waitpid, N times
  *   loop connect N       TCP connect to a listener on 127.0.0.1 (a thread of this process)
  *                        + close with SO_LINGER 0 (no TIME_WAIT), N times
@@ -22,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,6 +67,14 @@ static double start(void)
 {
 	c0 = cpu_ns();
 	return now_ns();
+}
+
+static void loop_getppid(long n)
+{
+	double t0 = start();
+	for (long i = 0; i < n; i++)
+		syscall(SYS_getppid);
+	report("getppid", n, t0);
 }
 
 static void loop_open(const char *path, long n)
@@ -180,6 +191,8 @@ int main(int argc, char **argv)
 {
 	if (argc == 4 && !strcmp(argv[1], "open"))
 		loop_open(argv[2], atol(argv[3]));
+	else if (argc == 3 && !strcmp(argv[1], "getppid"))
+		loop_getppid(atol(argv[2]));
 	else if (argc == 3 && !strcmp(argv[1], "exec"))
 		loop_exec(atol(argv[2]));
 	else if (argc == 3 && !strcmp(argv[1], "connect"))
@@ -189,7 +202,7 @@ int main(int argc, char **argv)
 	else if (argc == 3 && !strcmp(argv[1], "spawn"))
 		loop_spawn(atol(argv[2]));
 	else {
-		fprintf(stderr, "usage: loop open PATH N | exec N | connect N | churn N | spawn N\n");
+		fprintf(stderr, "usage: loop open PATH N | getppid N | exec N | connect N | churn N | spawn N\n");
 		return 2;
 	}
 	return 0;

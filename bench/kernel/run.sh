@@ -3,10 +3,12 @@
 # Run as root from anywhere: bench/kernel/run.sh. Figures and commands: bench/BENCHMARKS.md.
 #
 # Phases (each loop is bench/kernel/loop.c, compiled here; medians over ROUNDS rounds):
-#   1. baseline / empty programs on the open tracepoints (floor.bpf.c: what the kernel charges
-#      for the hooks alone; open loop only) / tyrd + non-agent process / tyrd + agent process (`tyr run --agent-type
-#      claude-code`, governed by a 200-rule overlay from gen-policy.py): open+close, fork+exec,
-#      TCP connect. tyrd runs standalone (no server: its policy is state_dir/policy.json) and is
+#   1. baseline / near-empty programs on the raw syscall tracepoints (floor.bpf.c: what the
+#      kernel charges for tyrd's hooks alone; floor-percall.bpf.c: the per-call openat
+#      tracepoints tyrd used before; open and getppid loops only) / tyrd + non-agent process /
+#      tyrd + agent process (`tyr run --agent-type claude-code`, governed by a 200-rule overlay
+#      from gen-policy.py): open+close, getppid (a syscall no hook decides), fork+exec, TCP
+#      connect. tyrd runs standalone (no server: its policy is state_dir/policy.json) and is
 #      restarted every round; the order of the configurations alternates between rounds.
 #      With BEFORE_TYRD=PATH (another tyrd binary, e.g. a copy of an earlier build), every
 #      round also measures nonagent-before / agent-before with it, for before/after figures
@@ -34,7 +36,8 @@ CLEAN_WAIT=${CLEAN_WAIT:-60}  # seconds to wait before a run for other tyr_* pro
 PROFILE=${PROFILE:-release}  # `debug` for a quick check of the script itself
 SRC=${SRC:-}                 # source tree to build tyrd/tyr from (default: this repository)
 BEFORE_TYRD=${BEFORE_TYRD:-} # a tyrd binary to compare with (configurations *-before)
-LOOPS=${LOOPS:-open exec connect}  # the loops of phases 1 and 2
+GETPPID_N=${GETPPID_N:-3000000}
+LOOPS=${LOOPS:-open getppid exec connect}  # the loops of phases 1 and 2
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -105,7 +108,9 @@ tyr=${CARGO_TARGET_DIR:-$SRC/target}/$PROFILE/tyr
 loop=$work/loop
 cc -O2 -Wall -pthread -o "$loop" "$here/loop.c"
 cc -O2 -Wall -o "$work/floor" "$here/floor.c" -lbpf
-clang -O2 -target bpf -c "$here/floor.bpf.c" -o "$work/floor.bpf.o"
+for obj in floor floor-percall; do
+    clang -O2 -target bpf -c "$here/$obj.bpf.c" -o "$work/$obj.bpf.o"
+done
 
 say "# $(date -u +%FT%TZ) $(uname -r) nproc=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 say "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -190,6 +195,7 @@ run() {
 has_loop() { [[ " $LOOPS " == *" $1 "* ]]; }
 loops() {
     ! has_loop open || run "$1" open "$OPEN_PATH" "$OPEN_N"
+    ! has_loop getppid || run "$1" getppid "$GETPPID_N"
     ! has_loop exec || run "$1" exec "$EXEC_N"
     ! has_loop connect || run "$1" connect "$CONNECT_N"
 }
@@ -200,22 +206,28 @@ cat "$probe" >/dev/null
 governed || { echo "an agent reading the probe was not killed: the policy is not in force" >&2; exit 1; }
 stop_tyrd
 
-# The open loop with empty programs on the two tracepoints tyrd's open path uses: what the
-# kernel charges for the hooks alone (configuration `floor`).
-floor() {
-    has_loop open || return 0
+# The open loop with near-empty programs on the two raw tracepoints tyrd's syscall hooks use:
+# what the kernel charges for the hooks alone (configuration `floor`); and on the per-call
+# openat tracepoints tyrd used before (configuration `floor-percall`).
+floor_of() {
     mkfifo "$work/floor-gate"
-    "$work/floor" "$work/floor.bpf.o" <"$work/floor-gate" >"$work/floor-out" &
+    "$work/floor" "$work/$1.bpf.o" <"$work/floor-gate" >"$work/floor-out" &
     local pid=$!
     exec 9>"$work/floor-gate"
     until grep -q attached "$work/floor-out" 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || { echo "the floor programs did not attach" >&2; exit 1; }
+        kill -0 "$pid" 2>/dev/null || { echo "the $1 programs did not attach" >&2; exit 1; }
         sleep 0.1
     done
-    run floor open "$OPEN_PATH" "$OPEN_N"
+    ! has_loop open || run "$1" open "$OPEN_PATH" "$OPEN_N"
+    ! has_loop getppid || run "$1" getppid "$GETPPID_N"
     exec 9>&-
     wait_jobs
-    rm -f "$work/floor-gate"
+    rm -f "$work/floor-gate" "$work/floor-out"
+}
+floor() {
+    has_loop open || has_loop getppid || return 0
+    floor_of floor
+    floor_of floor-percall
 }
 
 echo "==> phase 1: $ROUNDS rounds of baseline / empty programs / tyrd non-agent / tyrd agent"
