@@ -369,7 +369,7 @@ impl Enforcer {
     pub fn to_event(&mut self, k: &KernelEvent) -> Option<Event> {
         self.allows.note(k);
         self.poll();
-        let cached = self.cached(k.tgid);
+        let cached = self.cached(k.tgid, &k.comm);
         let key = Some(k.discovered_id)
             .filter(|&d| d != 0)
             .or_else(|| self.discovery.key_of(k.tgid));
@@ -728,7 +728,7 @@ mod tests {
         assert!(changes[0].pids.is_empty());
         assert!(e.discovered_all().is_empty());
         // Exited processes stay in the event cache for a grace period.
-        assert_eq!(e.cached(101).exe, "/usr/bin/git");
+        assert_eq!(e.cached(101, "git").exe, "/usr/bin/git");
         // Lost notices: processes that are gone leave their agent.
         let dead = u32::MAX - 1;
         tx.send(exec(dead, 1, "/opt/stand-in", Some(claude_env())))
@@ -781,6 +781,35 @@ mod tests {
         let mut ev = kernel_says(1000);
         apply_conditions(active, &e.homes, &mut ev);
         assert_eq!(ev, kernel_says(1000), "the condition does not hold");
+    }
+
+    /// An event of a process that executed another program since its cached entry (its
+    /// exec notice not in yet: the quickstart's stand-in agent, killed right after `tyr run`
+    /// executed it) never names the previous program: `/proc` is read again, and when the
+    /// process is gone the executable is unknown.
+    #[test]
+    fn an_event_after_an_unseen_exec_does_not_name_the_previous_program() {
+        let (mut e, tx) = fed("audit");
+        let gone = u32::MAX - 2;
+        tx.send(exec(gone, 1, "/usr/bin/tyr", None)).expect("send");
+        e.poll();
+        assert_eq!(e.cached(gone, "tyr").exe, "/usr/bin/tyr");
+        let stale = e.cached(gone, "stand-in-agent");
+        assert_eq!((stale.exe.as_str(), stale.cmdline.as_str()), ("", ""));
+        // A name cut to 15 bytes and a link's name still match their executable.
+        assert_eq!(e.cached(gone, "tyr").exe, "/usr/bin/tyr");
+        tx.send(exec(gone, 1, "/usr/bin/python3.11", None))
+            .expect("send");
+        e.poll();
+        assert_eq!(e.cached(gone, "python3").exe, "/usr/bin/python3.11");
+        // A live process under an unexpected name is read from /proc again, once.
+        let me = std::process::id();
+        tx.send(exec(me, 1, "/usr/bin/previous", None))
+            .expect("send");
+        e.poll();
+        let real = std::fs::read_link("/proc/self/exe").expect("exe");
+        assert_eq!(e.cached(me, "renamed").exe, real.display().to_string());
+        assert_eq!(e.cached(me, "renamed").exe, real.display().to_string());
     }
 
     /// An event names the rule and version of the generation that decided it; one whose

@@ -24,24 +24,47 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 pub(super) struct Cached {
     pub(super) exe: String,
     pub(super) cmdline: String,
+    /// The kernel's name (`comm`) of the process this entry was last read from `/proc` for
+    /// (empty: taken from an exec or fork notice).
+    comm: String,
     /// When the process exited (the entry is dropped [`EXIT_GRACE`] later).
     exited: Option<Instant>,
 }
 
+/// Whether the kernel name `comm` (the executed file's name, cut to 15 bytes) can belong to
+/// `exe`. A name that cannot means the process executed something else since the entry was
+/// made; a link's name (`python3` for `python3.11`) or a renamed process may also not match.
+fn named_by(exe: &str, comm: &str) -> bool {
+    let base = exe.rsplit('/').next().unwrap_or(exe);
+    !comm.is_empty() && base.starts_with(comm)
+}
+
 impl Enforcer {
-    /// The cached executable and command line of `tgid`, read from `/proc` once.
-    pub(super) fn cached(&mut self, tgid: u32) -> Cached {
-        if let Some(c) = self.procs.get(&tgid) {
+    /// The cached executable and command line of `tgid`, whose kernel name is `comm` (from
+    /// its event), read from `/proc` once per name. An entry whose executable `comm` cannot
+    /// name predates an exec whose notice has not arrived yet (a process killed right after
+    /// its exec is gone before the monitor reads it): `/proc` is read again, and when the
+    /// process is gone the executable is reported unknown (empty), never the previous one's.
+    pub(super) fn cached(&mut self, tgid: u32, comm: &str) -> Cached {
+        let old = self.procs.get(&tgid);
+        if let Some(c) = old
+            && (c.comm == comm || named_by(&c.exe, comm))
+        {
             return c.clone();
         }
+        let exited = old.and_then(|c| c.exited);
         let c = Cached {
             exe: std::fs::read_link(format!("/proc/{tgid}/exe"))
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             cmdline: procfs::cmdline(tgid),
-            exited: None,
+            comm: comm.to_owned(),
+            exited,
         };
-        if self.procs.len() < MAX_CACHED && !c.exe.is_empty() {
+        if c.exe.is_empty() {
+            return Cached::default();
+        }
+        if self.procs.len() < MAX_CACHED || self.procs.contains_key(&tgid) {
             self.procs.insert(tgid, c.clone());
         }
         c
@@ -92,6 +115,7 @@ impl Enforcer {
             let cached = Cached {
                 exe: p.exe.clone(),
                 cmdline: p.cmdline.clone(),
+                comm: String::new(),
                 exited: None,
             };
             self.procs.insert(p.tgid, cached);
