@@ -980,6 +980,8 @@ static __always_inline struct tyr_event *event_head(struct decide *d,
 	ev->enforced = enforced;
 	ev->agent_type_id = d->agent;
 	ev->flags = flags | (d->fail ? TYR_EVENT_FAIL_CLOSED : 0) | TYR_EVENT_NO_PATH;
+	ev->op = 0;
+	ev->target = 0;
 	ev->path_len = 0;
 	__builtin_memcpy(ev->addr, d->addr, sizeof(ev->addr));
 	ev->port = d->port;
@@ -1742,6 +1744,51 @@ static __noinline int deny_governed(__u32 flags)
 	return 0;
 }
 
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+/* A governed caller (or a doomed one) acting on process `target` (ptrace attach, another
+ * process's memory): allowed only when the target is governed with the caller's identity
+ * (agent type and binary mask), as a debugger's own child is. Any other process could be
+ * made to do what the caller may not (read a protected file, connect), so the caller is
+ * killed before the call acts (a pending SIGKILL aborts the attach and the memory access)
+ * and a deny is reported, op and target set. A caller in a child pid namespace passes pids
+ * this map does not key: denied. Not inlined: its frame stays off the deepest chain. */
+static __noinline int process_access(__u32 target, __u32 op)
+{
+	__u32 slot;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	struct decide d = {.action = op == TYR_OP_VM_READ ? TYR_ACTION_FILE_READ
+							  : TYR_ACTION_FILE_WRITE,
+			   .verdict = TYR_VERDICT_DENY,
+			   .rule = NO_RULE};
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (proc) {
+		struct tyr_proc *t = bpf_map_lookup_elem(&tyr_procs, &target);
+		if (t && t->agent_type_id == proc->agent_type_id &&
+		    t->binary_mask == proc->binary_mask && task->thread_pid->level == 0)
+			return 0;
+		d.agent = proc->agent_type_id;
+	} else if (doomed(tgid)) {
+		doomed_decision(&d);
+	} else {
+		return 0;
+	}
+	bpf_send_signal(SIGKILL);
+	struct tyr_event *ev = event_head(&d, proc, 0, TYR_ENFORCED_KILLED, cfg->generation);
+	if (!ev)
+		return 0;
+	ev->ppid = task->real_parent->tgid;
+	ev->op = op;
+	ev->target = target;
+	event_send(ev, 0);
+	return 0;
+}
+
 /* ---- namespace generation: renames and mount changes make cached verdicts stale ---- */
 
 static __always_inline int ns_bump(void)
@@ -1782,6 +1829,9 @@ enum tyr_call {
 	CALL_UNSHARE,
 	CALL_CLONE,
 	CALL_CLONE3,
+	CALL_PTRACE,
+	CALL_VM_READ,
+	CALL_VM_WRITE,
 	CALL_UNDECIDABLE, /* every call of an ABI this tier cannot decide */
 };
 
@@ -1808,9 +1858,21 @@ static __always_inline enum tyr_call common_call(long nr)
 }
 
 #if defined(__TARGET_ARCH_x86)
-/* x86_64 (arch/x86/entry/syscalls/syscall_64.tbl). */
+/* x32 syscalls (kernels with CONFIG_X86_X32_ABI): the 64-bit numbers with this bit set, plus
+ * x32's own entries from 512 for calls with compat arguments. */
+#define X32_SYSCALL_BIT 0x40000000
+
+/* x86_64 and x32 (arch/x86/entry/syscalls/syscall_64.tbl). */
 static __always_inline enum tyr_call native_call(long nr)
 {
+	if (nr & X32_SYSCALL_BIT) {
+		nr &= ~X32_SYSCALL_BIT;
+		switch (nr) {
+		case 521: return CALL_PTRACE;
+		case 539: return CALL_VM_READ;
+		case 540: return CALL_VM_WRITE;
+		}
+	}
 	switch (nr) {
 	case 257: return CALL_OPENAT;
 	case 2: return CALL_OPEN;
@@ -1827,6 +1889,9 @@ static __always_inline enum tyr_call native_call(long nr)
 		return CALL_MOUNT;
 	case 272: return CALL_UNSHARE;
 	case 56: return CALL_CLONE;
+	case 101: return CALL_PTRACE;
+	case 310: return CALL_VM_READ;
+	case 311: return CALL_VM_WRITE;
 	}
 	return common_call(nr);
 }
@@ -1851,6 +1916,9 @@ static __always_inline enum tyr_call compat_call(long nr)
 		return CALL_MOUNT;
 	case 310: return CALL_UNSHARE;
 	case 120: return CALL_CLONE;
+	case 26: return CALL_PTRACE;
+	case 347: return CALL_VM_READ;
+	case 348: return CALL_VM_WRITE;
 	}
 	return common_call(nr);
 }
@@ -1905,6 +1973,9 @@ static __always_inline enum tyr_call native_call(long nr)
 		return CALL_MOUNT;
 	case 97: return CALL_UNSHARE;
 	case 220: return CALL_CLONE;
+	case 117: return CALL_PTRACE;
+	case 270: return CALL_VM_READ;
+	case 271: return CALL_VM_WRITE;
 	}
 	return common_call(nr);
 }
@@ -1995,6 +2066,16 @@ int tyr_sys_enter(__u64 *ctx)
 		return deny_governed(TYR_EVENT_IO_URING);
 	case CALL_UNDECIDABLE:
 		return deny_governed(TYR_EVENT_FAIL_CLOSED);
+	case CALL_PTRACE: {
+		__u64 request = ARG(0);
+		if (request == PTRACE_ATTACH || request == PTRACE_SEIZE)
+			return process_access((__u32)ARG(1), TYR_OP_PTRACE);
+		return 0;
+	}
+	case CALL_VM_READ:
+		return process_access((__u32)ARG(0), TYR_OP_VM_READ);
+	case CALL_VM_WRITE:
+		return process_access((__u32)ARG(0), TYR_OP_VM_WRITE);
 	case CALL_MOUNT:
 		return ns_bump();
 	case CALL_UNSHARE:

@@ -43,6 +43,12 @@
 #define TYR_EVENT_LINK 8
 #define TYR_EVENT_RENAME 16
 #define TYR_EVENT_IO_URING 32
+/* tyr_event.op: what a governed process tried on another process (tyr_event.target), which
+ * only a process of the same identity may undergo: ptrace(PTRACE_ATTACH or PTRACE_SEIZE),
+ * process_vm_readv, process_vm_writev. */
+#define TYR_OP_PTRACE 1
+#define TYR_OP_VM_READ 2
+#define TYR_OP_VM_WRITE 3
 /* The destination (new name) of a link or rename, not its source. */
 #define TYR_EVENT_TARGET 64
 /* An allow event that opens a suppression window (tyr_allows): the same (process, path,
@@ -355,7 +361,9 @@ struct tyr_event {
 	__u8 enforced;
 	__u8 agent_type_id;
 	__u8 flags;
-	__u8 _pad[5];
+	/* TYR_OP_*: an access to another process (then target is its pid), else 0. */
+	__u8 op;
+	__u32 target;
 	/* net_connect: destination (family 4 or 6, IPv4 in addr[0..4]) and port. */
 	__u8 addr[16];
 	__u16 port;

@@ -847,6 +847,7 @@ mod tests {
             fail_closed: false,
             at_entry: false,
             operation: None,
+            target: 0,
             open_flags: 0,
             comm: "cat".into(),
             path: Some("/srv/a".into()),

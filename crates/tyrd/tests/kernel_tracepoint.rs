@@ -1561,6 +1561,10 @@ fn fd_helper() {
         ["read32", path] => in_child(|| open32(path, libc::O_RDONLY).and_then(read_fd)),
         #[cfg(target_arch = "x86_64")]
         ["create32", path] => open32(path, libc::O_WRONLY | libc::O_CREAT).map(|_| String::new()),
+        ["seize", pid] => seize(pid.parse().expect("pid")),
+        ["seize-child"] => seize_child(),
+        ["vmread", pid] => vm_read(pid.parse().expect("pid"), 0x1000),
+        ["vmread-self"] => vm_read(std::process::id() as i32, SECRET.as_ptr() as usize),
         ["clonefiles", path] => clonefiles_read(path),
         ["getfd", pid, fd] => getfd_read(pid.parse().expect("pid"), fd.parse().expect("fd")),
         _ => panic!("bad helper command {cmd:?}"),
@@ -1641,6 +1645,64 @@ fn in_child(read: impl FnOnce() -> std::io::Result<String>) -> std::io::Result<S
         true => format!("child killed by signal {}", libc::WTERMSIG(status)),
         false => "child exited".into(),
     })
+}
+
+/// `ptrace(PTRACE_SEIZE, pid)`; the tracee is released when this process exits.
+fn seize(pid: i32) -> std::io::Result<String> {
+    // SAFETY: PTRACE_SEIZE takes integer arguments and changes nothing in this process.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    match r {
+        0 => Ok("seized".into()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Forks a child (same identity) that waits, seizes it, then kills it.
+fn seize_child() -> std::io::Result<String> {
+    // SAFETY: the child only pauses until it is killed.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if child == 0 {
+        loop {
+            // SAFETY: pause(2) waits for the kill.
+            unsafe { libc::pause() };
+        }
+    }
+    let out = seize(child);
+    // SAFETY: ends and reaps the child forked above.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    out
+}
+
+/// Reads 8 bytes at `addr` of process `pid` with `process_vm_readv`.
+fn vm_read(pid: i32, addr: usize) -> std::io::Result<String> {
+    let mut buf = [0u8; 8];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the local iovec points at `buf`; the remote one is only read by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(format!("read {n} bytes: {}", String::from_utf8_lossy(&buf)))
 }
 
 /// Reads all of `fd` (which it closes).
@@ -1820,6 +1882,75 @@ fn a_32_bit_open_of_a_denied_file_is_decided() {
             !std::path::Path::new(&created).exists(),
             "the file was created"
         );
+    }
+}
+
+/// A governed process may not attach to (`ptrace`) or read the memory of (`process_vm_readv`)
+/// a process without its identity, which it could make do anything (read `~/.ssh` for it):
+/// killed before the call acts, the target untouched, a deny reported with the target's pid.
+/// Its own child (same identity) and its own memory stay open to it; ungoverned processes
+/// are not restricted.
+#[test]
+fn a_governed_process_may_not_ptrace_or_read_another_identity() {
+    use std::os::unix::process::ExitStatusExt;
+    use tyrd::kernel::events::Operation;
+    let Some((_g, mut fx)) = setup() else { return };
+    let home = fx.p("home");
+    let mut sleeper = Reaped(
+        Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    let target = sleeper.0.id();
+    let out = release(gated_fd_helper(&format!("seize {target}"), &home));
+    assert!(
+        out.contains("helper: seized"),
+        "an ungoverned attach failed: {out:?}"
+    );
+    for (command, op) in [
+        (format!("seize {target}"), Operation::Ptrace),
+        (format!("vmread {target}"), Operation::ProcessVmRead),
+    ] {
+        let child = gated_fd_helper(&command, &home);
+        fx.mark_agent(child.id());
+        let (out, status) = release_status(child);
+        assert_eq!(status.signal(), Some(9), "{command}: not killed: {out:?}");
+        let ev = fx.event(&command, |e| e.operation == Some(op) && e.target == target);
+        assert_eq!(
+            (ev.verdict, ev.enforced, ev.agent_type_id),
+            (Verdict::Deny, Enforced::Killed, fx.agent_id),
+            "{ev:?}"
+        );
+        let status = std::fs::read_to_string(format!("/proc/{target}/status")).expect("status");
+        assert!(
+            status.lines().any(|l| l == "TracerPid:\t0"),
+            "the target is traced: {status}"
+        );
+    }
+    assert!(
+        sleeper.0.try_wait().expect("wait").is_none(),
+        "the target died"
+    );
+    for command in ["seize-child", "vmread-self"] {
+        let child = gated_fd_helper(command, &home);
+        fx.mark_agent(child.id());
+        let (out, status) = release_status(child);
+        assert!(status.success(), "{command}: {status:?} {out:?}");
+        assert!(
+            out.contains("helper: seized") || out.contains("helper: read 8 bytes"),
+            "{command}: {out:?}"
+        );
+    }
+}
+
+/// A child killed and reaped when dropped (a failing test leaves none behind).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

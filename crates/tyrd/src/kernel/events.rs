@@ -13,7 +13,7 @@ use tyr_policy::model::{Action, Verdict};
 
 use super::maps::{
     EVENT_AT_ENTRY, EVENT_FAIL_CLOSED, EVENT_IO_URING, EVENT_LINK, EVENT_NO_PATH, EVENT_RENAME,
-    EVENT_TARGET, EVENT_WINDOW, NO_RULE, PATH_MAX, TyrEvent,
+    EVENT_TARGET, EVENT_WINDOW, NO_RULE, OP_PTRACE, OP_VM_READ, OP_VM_WRITE, PATH_MAX, TyrEvent,
 };
 use crate::event::{self, Enforced, Event, Kind};
 
@@ -46,6 +46,8 @@ pub struct KernelEvent {
     pub at_entry: bool,
     /// What the event is about when it is not a plain open, exec or connect.
     pub operation: Option<Operation>,
+    /// The other process of a `ptrace` or `process_vm_*` operation (its pid), else 0.
+    pub target: u32,
     /// `f_flags` of the opened file (0 for exec).
     pub open_flags: u32,
     pub comm: String,
@@ -73,11 +75,23 @@ pub enum Operation {
     RenameTarget,
     /// `io_uring_setup`/`io_uring_enter` by a governed process (always denied).
     IoUring,
+    /// `ptrace` attach (`PTRACE_ATTACH`, `PTRACE_SEIZE`) of another process.
+    Ptrace,
+    /// `process_vm_readv` of another process's memory.
+    ProcessVmRead,
+    /// `process_vm_writev` into another process's memory.
+    ProcessVmWrite,
 }
 
 impl Operation {
-    fn from_flags(flags: u8) -> Option<Self> {
+    fn from_flags(flags: u8, op: u8) -> Option<Self> {
         let target = flags & EVENT_TARGET != 0;
+        match op {
+            OP_PTRACE => return Some(Self::Ptrace),
+            OP_VM_READ => return Some(Self::ProcessVmRead),
+            OP_VM_WRITE => return Some(Self::ProcessVmWrite),
+            _ => {}
+        }
         if flags & EVENT_IO_URING != 0 {
             Some(Operation::IoUring)
         } else if flags & EVENT_LINK != 0 {
@@ -101,6 +115,9 @@ impl Operation {
             Operation::Rename => "rename",
             Operation::RenameTarget => "rename_target",
             Operation::IoUring => "io_uring",
+            Operation::Ptrace => "ptrace",
+            Operation::ProcessVmRead => "process_vm_readv",
+            Operation::ProcessVmWrite => "process_vm_writev",
         }
     }
 }
@@ -195,7 +212,8 @@ impl KernelEvent {
             agent_type_id: u8_at(rec, offset_of!(TyrEvent, agent_type_id))?,
             fail_closed: flags & EVENT_FAIL_CLOSED != 0,
             at_entry: flags & EVENT_AT_ENTRY != 0,
-            operation: Operation::from_flags(flags),
+            operation: Operation::from_flags(flags, u8_at(rec, offset_of!(TyrEvent, op))?),
+            target: u32_at(rec, offset_of!(TyrEvent, target))?,
             open_flags: u32_at(rec, offset_of!(TyrEvent, open_flags))?,
             comm: cstr(&bytes::<16>(rec, comm_at)?),
             path,
@@ -211,9 +229,11 @@ impl KernelEvent {
     /// from `clock`. `process_exe`, `cmdline`, `severity` and `policy_version` are left to
     /// enrichment; `metadata` carries `comm`, `policy` (the deciding layer), `generation`,
     /// `cgroup_id`, `open_flags`, `fail_closed`, `at_entry` and `operation` (`link`,
-    /// `link_target`, `rename`, `rename_target`, `io_uring`). An io_uring deny is a
-    /// `FILE_READ` of the resource `io_uring`: a governed process may not use the interface
-    /// whose opens the kernel hooks cannot see.
+    /// `link_target`, `rename`, `rename_target`, `io_uring`, `ptrace`, `process_vm_readv`,
+    /// `process_vm_writev`). An io_uring deny is a `FILE_READ` of the resource `io_uring`: a
+    /// governed process may not use the interface whose opens the kernel hooks cannot see. An
+    /// access to another process is a `FILE_WRITE` (`FILE_READ` for `process_vm_readv`) of the
+    /// resource `pid:N`.
     pub fn to_event(&self, tables: &KernelTables, clock: &BootClock) -> Event {
         let kind = match self.action {
             Action::FileRead => Kind::FileRead,
@@ -251,6 +271,7 @@ impl KernelEvent {
             resource: match (&self.path, self.dest) {
                 (Some(path), _) => path.clone(),
                 (None, _) if self.operation == Some(Operation::IoUring) => "io_uring".to_owned(),
+                (None, _) if self.target != 0 => format!("pid:{}", self.target),
                 (None, Some(dest)) => dest.to_string(),
                 (None, None) => String::new(),
             },
@@ -419,7 +440,14 @@ mod tests {
             (EVENT_AT_ENTRY, None),
         ];
         for (flags, op) in cases {
-            assert_eq!(Operation::from_flags(flags), op, "{flags:#x}");
+            assert_eq!(Operation::from_flags(flags, 0), op, "{flags:#x}");
+        }
+        for (op, want) in [
+            (OP_PTRACE, Operation::Ptrace),
+            (OP_VM_READ, Operation::ProcessVmRead),
+            (OP_VM_WRITE, Operation::ProcessVmWrite),
+        ] {
+            assert_eq!(Operation::from_flags(EVENT_NO_PATH, op), Some(want));
         }
         assert_eq!(Operation::RenameTarget.as_str(), "rename_target");
     }

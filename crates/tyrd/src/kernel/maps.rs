@@ -31,6 +31,10 @@ pub const EVENT_IO_URING: u8 = 32;
 pub const EVENT_TARGET: u8 = 64;
 /// `TyrEvent::flags`: an allow event that opens a suppression window (`tyr_allows`).
 pub const EVENT_WINDOW: u8 = 128;
+/// `tyr_event.op`: ptrace attach of, or memory read or write into, process `target`.
+pub const OP_PTRACE: u8 = 1;
+pub const OP_VM_READ: u8 = 2;
+pub const OP_VM_WRITE: u8 = 3;
 
 /// `TyrProc::flags`: the executable is an interpreter or loader (its read opens are also
 /// decided as exec).
@@ -203,7 +207,8 @@ pub struct TyrEvent {
     pub enforced: u8,
     pub agent_type_id: u8,
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub op: u8,
+    pub target: u32,
     pub addr: [u8; 16],
     pub port: u16,
     pub family: u8,
