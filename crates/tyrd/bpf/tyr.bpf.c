@@ -1384,6 +1384,83 @@ static __always_inline void decide_file(struct decide *d, const struct tyr_proc 
 	bpf_map_update_elem(&tyr_vcache, &ks->v, v, BPF_ANY);
 }
 
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+/* A governed caller (or a doomed one) acting on process `target` (ptrace attach, another
+ * process's memory or environment): allowed only when the target is governed with the
+ * caller's identity (agent type and binary mask), as a debugger's own child is. Any other
+ * process could be made to do what the caller may not (read a protected file, connect), or
+ * holds its secrets, so the caller is killed (before a syscall acts: a pending SIGKILL
+ * aborts the attach and the memory access; at an open's exit, before it uses the fd) and a
+ * deny of action FILE_WRITE (FILE_READ when `write` is 0) is reported, op and target set;
+ * returns 1 then. A caller in a child pid namespace passes pids this map does not key:
+ * denied. Not inlined: its frame stays off the deepest chain. */
+static __noinline int process_access(__u32 target, __u32 op, __u32 write)
+{
+	__u32 slot;
+	struct tyr_config *cfg = active_config(&slot);
+	if (!cfg || cfg->nlayers == 0)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	struct decide d = {.action = write ? TYR_ACTION_FILE_WRITE : TYR_ACTION_FILE_READ,
+			   .verdict = TYR_VERDICT_DENY,
+			   .rule = NO_RULE};
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (proc) {
+		struct tyr_proc *t = bpf_map_lookup_elem(&tyr_procs, &target);
+		if (t && t->agent_type_id == proc->agent_type_id &&
+		    t->binary_mask == proc->binary_mask && task->thread_pid->level == 0)
+			return 0;
+		d.agent = proc->agent_type_id;
+	} else if (doomed(tgid)) {
+		doomed_decision(&d);
+	} else {
+		return 0;
+	}
+	bpf_send_signal(SIGKILL);
+	struct tyr_event *ev = event_head(&d, proc, 0, TYR_ENFORCED_KILLED, cfg->generation);
+	if (!ev)
+		return 1;
+	ev->ppid = task->real_parent->tgid;
+	ev->op = op;
+	ev->target = target;
+	event_send(ev, 0);
+	return 1;
+}
+
+#define PROC_SUPER_MAGIC 0x9fa0
+
+/* The pid of the process whose /proc/PID/mem or /proc/PID/environ (or task/TID/...) dentry
+ * is (ks holding its identity); 0 for any other file. Names of other lengths cost nothing. */
+static __always_inline __u32 proc_file_target(struct dentry *dentry, struct tyr_keys *ks)
+{
+	__u32 len = ks->id.name_hash_len >> 32;
+	if (len != 3 && len != 7)
+		return 0;
+	/* The name with its NUL, as little-endian words: "mem", "environ". */
+	__u64 name = 0;
+	const unsigned char *np = BPF_CORE_READ(dentry, d_name.name);
+	if (bpf_probe_read_kernel(&name, sizeof(name), np))
+		return 0;
+	int mem = len == 3 && (name & 0xffffffff) == 0x006d656dULL;
+	int env = len == 7 && name == 0x006e6f7269766e65ULL;
+	if (!mem && !env)
+		return 0;
+	if (BPF_CORE_READ(dentry, d_sb, s_magic) != PROC_SUPER_MAGIC)
+		return 0;
+	struct proc_inode *pi = (void *)ks->id.inode -
+				bpf_core_field_offset(struct proc_inode, vfs_inode);
+	struct pid *pid = BPF_CORE_READ(pi, pid);
+	/* numbers[0].nr, the pid in the initial namespace (numbers is a flexible array). */
+	int nr = 0;
+	if (pid)
+		bpf_probe_read_kernel(&nr, sizeof(nr),
+				      (void *)pid + bpf_core_field_offset(struct pid, numbers));
+	return nr;
+}
+
 static __always_inline int on_open(long ret)
 {
 	struct decide d = {};
@@ -1417,6 +1494,11 @@ static __always_inline int on_open(long ret)
 	struct dentry *dentry = fpath.dentry;
 	struct vfsmount *mnt = fpath.mnt;
 	struct tyr_keys *ks = dentry_keys(dentry);
+	if (proc && ks) {
+		__u32 target = proc_file_target(dentry, ks);
+		if (target && process_access(target, TYR_OP_PROC_FILE, fmode & FMODE_WRITE))
+			return 0;
+	}
 	d.mode = fmode & (FMODE_READ | FMODE_WRITE);
 	d.interp = proc ? proc->flags & TYR_PROC_INTERP : 0;
 	if (ks && wants_allows(proc, cfg) && window_repeat(&d, ks, dentry, mnt, cfg->epoch))
@@ -1744,51 +1826,6 @@ static __noinline int deny_governed(__u32 flags)
 	return 0;
 }
 
-#define PTRACE_ATTACH 16
-#define PTRACE_SEIZE 0x4206
-
-/* A governed caller (or a doomed one) acting on process `target` (ptrace attach, another
- * process's memory): allowed only when the target is governed with the caller's identity
- * (agent type and binary mask), as a debugger's own child is. Any other process could be
- * made to do what the caller may not (read a protected file, connect), so the caller is
- * killed before the call acts (a pending SIGKILL aborts the attach and the memory access)
- * and a deny is reported, op and target set. A caller in a child pid namespace passes pids
- * this map does not key: denied. Not inlined: its frame stays off the deepest chain. */
-static __noinline int process_access(__u32 target, __u32 op)
-{
-	__u32 slot;
-	struct tyr_config *cfg = active_config(&slot);
-	if (!cfg || cfg->nlayers == 0)
-		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
-	struct decide d = {.action = op == TYR_OP_VM_READ ? TYR_ACTION_FILE_READ
-							  : TYR_ACTION_FILE_WRITE,
-			   .verdict = TYR_VERDICT_DENY,
-			   .rule = NO_RULE};
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (proc) {
-		struct tyr_proc *t = bpf_map_lookup_elem(&tyr_procs, &target);
-		if (t && t->agent_type_id == proc->agent_type_id &&
-		    t->binary_mask == proc->binary_mask && task->thread_pid->level == 0)
-			return 0;
-		d.agent = proc->agent_type_id;
-	} else if (doomed(tgid)) {
-		doomed_decision(&d);
-	} else {
-		return 0;
-	}
-	bpf_send_signal(SIGKILL);
-	struct tyr_event *ev = event_head(&d, proc, 0, TYR_ENFORCED_KILLED, cfg->generation);
-	if (!ev)
-		return 0;
-	ev->ppid = task->real_parent->tgid;
-	ev->op = op;
-	ev->target = target;
-	event_send(ev, 0);
-	return 0;
-}
-
 /* ---- namespace generation: renames and mount changes make cached verdicts stale ---- */
 
 static __always_inline int ns_bump(void)
@@ -2069,13 +2106,13 @@ int tyr_sys_enter(__u64 *ctx)
 	case CALL_PTRACE: {
 		__u64 request = ARG(0);
 		if (request == PTRACE_ATTACH || request == PTRACE_SEIZE)
-			return process_access((__u32)ARG(1), TYR_OP_PTRACE);
+			return process_access((__u32)ARG(1), TYR_OP_PTRACE, 1);
 		return 0;
 	}
 	case CALL_VM_READ:
-		return process_access((__u32)ARG(0), TYR_OP_VM_READ);
+		return process_access((__u32)ARG(0), TYR_OP_VM_READ, 0);
 	case CALL_VM_WRITE:
-		return process_access((__u32)ARG(0), TYR_OP_VM_WRITE);
+		return process_access((__u32)ARG(0), TYR_OP_VM_WRITE, 1);
 	case CALL_MOUNT:
 		return ns_bump();
 	case CALL_UNSHARE:

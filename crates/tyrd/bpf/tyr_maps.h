@@ -45,10 +45,12 @@
 #define TYR_EVENT_IO_URING 32
 /* tyr_event.op: what a governed process tried on another process (tyr_event.target), which
  * only a process of the same identity may undergo: ptrace(PTRACE_ATTACH or PTRACE_SEIZE),
- * process_vm_readv, process_vm_writev. */
+ * process_vm_readv, process_vm_writev, or an open of its memory or environment in /proc. */
 #define TYR_OP_PTRACE 1
 #define TYR_OP_VM_READ 2
 #define TYR_OP_VM_WRITE 3
+/* An open of /proc/PID/mem or /proc/PID/environ (also task/TID/...): read or write. */
+#define TYR_OP_PROC_FILE 4
 /* The destination (new name) of a link or rename, not its source. */
 #define TYR_EVENT_TARGET 64
 /* An allow event that opens a suppression window (tyr_allows): the same (process, path,

@@ -1885,11 +1885,12 @@ fn a_32_bit_open_of_a_denied_file_is_decided() {
     }
 }
 
-/// A governed process may not attach to (`ptrace`) or read the memory of (`process_vm_readv`)
-/// a process without its identity, which it could make do anything (read `~/.ssh` for it):
-/// killed before the call acts, the target untouched, a deny reported with the target's pid.
-/// Its own child (same identity) and its own memory stay open to it; ungoverned processes
-/// are not restricted.
+/// A governed process may not attach to (`ptrace`), read the memory of (`process_vm_readv`,
+/// `/proc/PID/mem`) or read the environment of (`/proc/PID/environ`) a process without its
+/// identity, which it could make do anything (read `~/.ssh` for it) or whose secrets it
+/// would read: killed before the call acts (or before it uses the fd), the target untouched,
+/// a deny reported with the target's pid. Its own child (same identity), memory and
+/// environment stay open to it; ungoverned processes are not restricted.
 #[test]
 fn a_governed_process_may_not_ptrace_or_read_another_identity() {
     use std::os::unix::process::ExitStatusExt;
@@ -1911,6 +1912,11 @@ fn a_governed_process_may_not_ptrace_or_read_another_identity() {
     for (command, op) in [
         (format!("seize {target}"), Operation::Ptrace),
         (format!("vmread {target}"), Operation::ProcessVmRead),
+        (format!("read /proc/{target}/environ"), Operation::ProcFile),
+        (
+            format!("read /proc/{target}/task/{target}/mem"),
+            Operation::ProcFile,
+        ),
     ] {
         let child = gated_fd_helper(&command, &home);
         fx.mark_agent(child.id());
@@ -1932,13 +1938,15 @@ fn a_governed_process_may_not_ptrace_or_read_another_identity() {
         sleeper.0.try_wait().expect("wait").is_none(),
         "the target died"
     );
-    for command in ["seize-child", "vmread-self"] {
+    for command in ["seize-child", "vmread-self", "read /proc/self/environ"] {
         let child = gated_fd_helper(command, &home);
         fx.mark_agent(child.id());
         let (out, status) = release_status(child);
         assert!(status.success(), "{command}: {status:?} {out:?}");
         assert!(
-            out.contains("helper: seized") || out.contains("helper: read 8 bytes"),
+            out.contains("helper: seized")
+                || out.contains("helper: read 8 bytes")
+                || out.contains(&format!("{FD_HELPER_ENV}=")),
             "{command}: {out:?}"
         );
     }

@@ -13,7 +13,8 @@ use tyr_policy::model::{Action, Verdict};
 
 use super::maps::{
     EVENT_AT_ENTRY, EVENT_FAIL_CLOSED, EVENT_IO_URING, EVENT_LINK, EVENT_NO_PATH, EVENT_RENAME,
-    EVENT_TARGET, EVENT_WINDOW, NO_RULE, OP_PTRACE, OP_VM_READ, OP_VM_WRITE, PATH_MAX, TyrEvent,
+    EVENT_TARGET, EVENT_WINDOW, NO_RULE, OP_PROC_FILE, OP_PTRACE, OP_VM_READ, OP_VM_WRITE,
+    PATH_MAX, TyrEvent,
 };
 use crate::event::{self, Enforced, Event, Kind};
 
@@ -81,6 +82,8 @@ pub enum Operation {
     ProcessVmRead,
     /// `process_vm_writev` into another process's memory.
     ProcessVmWrite,
+    /// An open of another process's `/proc/PID/mem` or `/proc/PID/environ`.
+    ProcFile,
 }
 
 impl Operation {
@@ -90,6 +93,7 @@ impl Operation {
             OP_PTRACE => return Some(Self::Ptrace),
             OP_VM_READ => return Some(Self::ProcessVmRead),
             OP_VM_WRITE => return Some(Self::ProcessVmWrite),
+            OP_PROC_FILE => return Some(Self::ProcFile),
             _ => {}
         }
         if flags & EVENT_IO_URING != 0 {
@@ -118,6 +122,7 @@ impl Operation {
             Operation::Ptrace => "ptrace",
             Operation::ProcessVmRead => "process_vm_readv",
             Operation::ProcessVmWrite => "process_vm_writev",
+            Operation::ProcFile => "proc_file",
         }
     }
 }
@@ -230,7 +235,7 @@ impl KernelEvent {
     /// enrichment; `metadata` carries `comm`, `policy` (the deciding layer), `generation`,
     /// `cgroup_id`, `open_flags`, `fail_closed`, `at_entry` and `operation` (`link`,
     /// `link_target`, `rename`, `rename_target`, `io_uring`, `ptrace`, `process_vm_readv`,
-    /// `process_vm_writev`). An io_uring deny is a `FILE_READ` of the resource `io_uring`: a
+    /// `process_vm_writev`, `proc_file`). An io_uring deny is a `FILE_READ` of the resource `io_uring`: a
     /// governed process may not use the interface whose opens the kernel hooks cannot see. An
     /// access to another process is a `FILE_WRITE` (`FILE_READ` for `process_vm_readv`) of the
     /// resource `pid:N`.
@@ -446,6 +451,7 @@ mod tests {
             (OP_PTRACE, Operation::Ptrace),
             (OP_VM_READ, Operation::ProcessVmRead),
             (OP_VM_WRITE, Operation::ProcessVmWrite),
+            (OP_PROC_FILE, Operation::ProcFile),
         ] {
             assert_eq!(Operation::from_flags(EVENT_NO_PATH, op), Some(want));
         }

@@ -35,6 +35,8 @@ pub const EVENT_WINDOW: u8 = 128;
 pub const OP_PTRACE: u8 = 1;
 pub const OP_VM_READ: u8 = 2;
 pub const OP_VM_WRITE: u8 = 3;
+/// `tyr_event.op`: an open of `/proc/PID/mem` or `/proc/PID/environ` of process `target`.
+pub const OP_PROC_FILE: u8 = 4;
 
 /// `TyrProc::flags`: the executable is an interpreter or loader (its read opens are also
 /// decided as exec).
