@@ -802,14 +802,25 @@ mod tests {
             .expect("send");
         e.poll();
         assert_eq!(e.cached(gone, "python3").exe, "/usr/bin/python3.11");
-        // A live process under an unexpected name is read from /proc again, once.
+        // A live process under an unexpected name is read from /proc again; once read, the
+        // entry stands for the program whatever its threads are called.
         let me = std::process::id();
         tx.send(exec(me, 1, "/usr/bin/previous", None))
             .expect("send");
         e.poll();
-        let real = std::fs::read_link("/proc/self/exe").expect("exe");
-        assert_eq!(e.cached(me, "renamed").exe, real.display().to_string());
-        assert_eq!(e.cached(me, "renamed").exe, real.display().to_string());
+        let real = std::fs::read_link("/proc/self/exe")
+            .expect("exe")
+            .display()
+            .to_string();
+        assert_eq!(e.cached(me, "renamed").exe, real);
+        assert!(e.procs[&me].read, "not marked as read from /proc");
+        assert_eq!(e.cached(me, "another-thread").exe, real);
+        // A fork copies the parent's entry as a notice would: the child may exec unseen.
+        let child = u32::MAX - 3;
+        tx.send(Notice::Fork { parent: me, child }).expect("send");
+        e.poll();
+        assert!(!e.procs[&child].read, "a forked entry passes for read");
+        assert_eq!(e.cached(child, "cat").exe, "", "the parent's program named");
     }
 
     /// An event names the rule and version of the generation that decided it; one whose

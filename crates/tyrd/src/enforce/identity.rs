@@ -24,9 +24,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 pub(super) struct Cached {
     pub(super) exe: String,
     pub(super) cmdline: String,
-    /// The kernel's name (`comm`) of the process this entry was last read from `/proc` for
-    /// (empty: taken from an exec or fork notice).
-    comm: String,
+    /// Read from `/proc` after the last exec notice (not from a notice): it names the
+    /// program the process runs, whatever its threads are called.
+    pub(super) read: bool,
     /// When the process exited (the entry is dropped [`EXIT_GRACE`] later).
     exited: Option<Instant>,
 }
@@ -40,15 +40,16 @@ fn named_by(exe: &str, comm: &str) -> bool {
 }
 
 impl Enforcer {
-    /// The cached executable and command line of `tgid`, whose kernel name is `comm` (from
-    /// its event), read from `/proc` once per name. An entry whose executable `comm` cannot
-    /// name predates an exec whose notice has not arrived yet (a process killed right after
-    /// its exec is gone before the monitor reads it): `/proc` is read again, and when the
-    /// process is gone the executable is reported unknown (empty), never the previous one's.
+    /// The cached executable and command line of `tgid`, whose thread's kernel name is
+    /// `comm` (from its event). An entry from a notice whose executable `comm` cannot name
+    /// may predate an exec whose notice has not arrived yet (a process killed right after its
+    /// exec is gone before the monitor reads it): `/proc` is read then (once per notice), and
+    /// when the process is gone the executable is reported unknown (empty), never the
+    /// previous one's.
     pub(super) fn cached(&mut self, tgid: u32, comm: &str) -> Cached {
         let old = self.procs.get(&tgid);
         if let Some(c) = old
-            && (c.comm == comm || named_by(&c.exe, comm))
+            && (c.read || named_by(&c.exe, comm))
         {
             return c.clone();
         }
@@ -58,7 +59,7 @@ impl Enforcer {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             cmdline: procfs::cmdline(tgid),
-            comm: comm.to_owned(),
+            read: true,
             exited,
         };
         if c.exe.is_empty() {
@@ -115,7 +116,7 @@ impl Enforcer {
             let cached = Cached {
                 exe: p.exe.clone(),
                 cmdline: p.cmdline.clone(),
-                comm: String::new(),
+                read: false,
                 exited: None,
             };
             self.procs.insert(p.tgid, cached);
@@ -178,7 +179,14 @@ impl Enforcer {
         if let Some(c) = self.procs.get(&parent).cloned()
             && self.procs.len() < MAX_CACHED
         {
-            self.procs.insert(child, Cached { exited: None, ..c });
+            self.procs.insert(
+                child,
+                Cached {
+                    exited: None,
+                    read: false,
+                    ..c
+                },
+            );
         }
         let Some(key) = self.discovery.key_of(parent) else {
             return;
