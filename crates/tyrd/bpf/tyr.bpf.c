@@ -2351,6 +2351,22 @@ static __always_inline struct tyr_proc *decide_connect(struct decide *d,
 	return proc;
 }
 
+/* The allow window of the destination in d for the caller, as tyr_allow_check returns it:
+ * an agent's repeated connects to one destination are reported once per window too. */
+static __always_inline int connect_window(struct decide *d, __u32 epoch)
+{
+	__u32 zero = 0;
+	struct tyr_keys *ks = bpf_map_lookup_elem(&tyr_keys, &zero);
+	if (!ks)
+		return 0;
+	__builtin_memcpy(&ks->id.parent, d->addr, 8);
+	__builtin_memcpy(&ks->id.name_hash_len, d->addr + 8, 8);
+	ks->id.inode = (__u64)d->family << 16 | d->port;
+	ks->nsgen = 0;
+	d->mode = TYR_AKEY_CONNECT;
+	return tyr_allow_check(d, 1, 1, epoch, 1);
+}
+
 /* 1 = let the connect through, 0 = EPERM. */
 static __always_inline int on_connect(struct decide *d)
 {
@@ -2360,14 +2376,30 @@ static __always_inline int on_connect(struct decide *d)
 		return 1;
 	struct tyr_proc *proc = decide_connect(d, cfg, slot);
 	__u8 enforced = TYR_ENFORCED_NONE;
-	if (d->verdict == TYR_VERDICT_DENY)
+	__u32 flags = 0;
+	int window = 0;
+	if (d->verdict == TYR_VERDICT_DENY) {
 		enforced = TYR_ENFORCED_BLOCKED;
-	else if (d->verdict == TYR_VERDICT_ALLOW && !wants_allows(proc, cfg))
-		return 1;
-	struct tyr_event *ev = event_head(d, proc, 0, enforced, cfg->generation);
-	if (ev)
+	} else if (d->verdict == TYR_VERDICT_ALLOW) {
+		if (!wants_allows(proc, cfg))
+			return 1;
+		window = connect_window(d, cfg->epoch);
+		if (window == 2)
+			flags = TYR_EVENT_WINDOW;
+	}
+	/* A repeat in an open window (1) is only counted. */
+	struct tyr_event *ev = window == 1 ? NULL
+					   : event_head(d, proc, flags, enforced, cfg->generation);
+	if (ev) {
 		event_send(ev, 0);
-	return enforced == TYR_ENFORCED_BLOCKED ? 0 : 1;
+		if (window == 2)
+			tyr_allow_open(ev->ts_ns);
+	}
+	int pass = enforced != TYR_ENFORCED_BLOCKED;
+	/* The verifier must see 0 or 1 returned; clang would otherwise return `window` itself
+	 * where it equals 1, a value the verifier cannot bound. */
+	asm volatile("%0 &= 1" : "+r"(pass));
+	return pass;
 }
 
 /* An IPv6 destination (words in network order) into d; IPv4-mapped as IPv4. */

@@ -315,6 +315,9 @@ _Static_assert(sizeof(struct tyr_akey) == 64, "tyr_akey layout");
 
 /* tyr_akey.mode of an exec (no open has it). */
 #define TYR_AKEY_EXEC 4
+/* tyr_akey.mode of a connect (or datagram): parent and name_hash_len hold the destination
+ * address (16 bytes, IPv4 in the first 4), inode the family << 16 | port, mnt and dentry 1. */
+#define TYR_AKEY_CONNECT 8
 
 struct tyr_aval {
 	__u64 last_ns;

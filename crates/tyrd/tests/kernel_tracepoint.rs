@@ -1539,6 +1539,58 @@ fn repeated_allows_are_counted_not_repeated() {
     );
 }
 
+/// An agent's repeated connects to one destination are reported once per window like its
+/// opens: the first as the window's event, the rest counted and reported by the sweep; another
+/// destination has its own window.
+#[test]
+fn repeated_connect_allows_are_counted_not_repeated() {
+    let Some((_g, mut fx)) = setup() else { return };
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let (pa, pb) = (
+        a.local_addr().expect("addr").port(),
+        b.local_addr().expect("addr").port(),
+    );
+    let to = |port: u16| {
+        move |e: &KernelEvent| {
+            e.action == Action::NetConnect && e.dest == Some(([127, 0, 0, 1], port).into())
+        }
+    };
+    // bash's /dev/tcp connects from the shell itself: one process, one key per destination.
+    let child = gated_in(
+        "/bin/bash",
+        &format!(
+            "for i in $(seq 20); do exec 3<>/dev/tcp/127.0.0.1/{pa} || exit 1; exec 3>&-; \
+             done; exec 3<>/dev/tcp/127.0.0.1/{pb}; echo done"
+        ),
+    );
+    fx.mark_agent(child.id());
+    let out = release(child);
+    assert!(out.contains("done"), "{out:?}");
+    let first = fx.event("the window's event", to(pa));
+    assert_eq!(
+        (first.count, first.window, first.verdict),
+        (1, true, Verdict::Allow)
+    );
+    let other = fx.event("the other destination's event", to(pb));
+    assert_eq!((other.count, other.window), (1, true));
+    let mut sweep = AllowSweep::default();
+    sweep.note(&first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let swept = loop {
+        let now = boot_now_ns().expect("boot clock");
+        let swept = sweep.sweep(&mut fx.tp, now).expect("sweep");
+        if let Some(ev) = swept.into_iter().find(to(pa)) {
+            break ev;
+        }
+        assert!(std::time::Instant::now() < deadline, "no aggregated event");
+        // Polling for the end of the window (a time contract, not a synchronisation).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!((swept.count, swept.window), (19, false), "{swept:?}");
+    assert_eq!(sweep.lost, 0);
+}
+
 /// The environment variable that turns the `fd_helper` test into a helper (its command).
 const FD_HELPER_ENV: &str = "TYR_FD_HELPER";
 

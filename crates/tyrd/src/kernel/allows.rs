@@ -1,5 +1,6 @@
 //! Allow events suppressed in-kernel (`tyr_allows`, see `bpf/tyr_maps.h`): an agent's
-//! repeated allow of the same (process, path, action) is reported once per window; the
+//! repeated allow of the same (process, path, action), or of a connect to the same
+//! destination, is reported once per window; the
 //! allows suppressed in a window travel with the next event of that key, and [`AllowSweep`]
 //! reports the windows that ended with allows still pending, so none is lost silently.
 //!
