@@ -1486,6 +1486,25 @@ fn hard_links_keep_the_verdict_of_their_own_path() {
     );
 }
 
+/// The first event `sweep` reports that matches `pred`, once its window has ended (within 5 s).
+fn swept_event(
+    fx: &mut Fixture,
+    sweep: &mut AllowSweep,
+    pred: &impl Fn(&KernelEvent) -> bool,
+) -> KernelEvent {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = boot_now_ns().expect("boot clock");
+        let swept = sweep.sweep(&mut fx.tp, now).expect("sweep");
+        if let Some(ev) = swept.into_iter().find(|e| pred(e)) {
+            return ev;
+        }
+        assert!(std::time::Instant::now() < deadline, "no aggregated event");
+        // Polling for the end of the window (a time contract, not a synchronisation).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// An agent's repeated allow of one file is reported once per window, the repeats counted:
 /// by the next event of the same (process, path, action) after the window, or by the sweep
 /// when no such event comes.
@@ -1516,17 +1535,7 @@ fn repeated_allows_are_counted_not_repeated() {
     // The 50 repeats of the second window: no event of the kernel, one of the sweep.
     let mut sweep = AllowSweep::default();
     sweep.note(&second);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let swept = loop {
-        let now = boot_now_ns().expect("boot clock");
-        let swept = sweep.sweep(&mut fx.tp, now).expect("sweep");
-        if let Some(ev) = swept.into_iter().find(&same) {
-            break ev;
-        }
-        assert!(std::time::Instant::now() < deadline, "no aggregated event");
-        // Polling for the end of the window (a time contract, not a synchronisation).
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let swept = swept_event(&mut fx, &mut sweep, &same);
     assert_eq!(
         (swept.count, swept.window, swept.tgid),
         (50, false, first.tgid)
@@ -1576,17 +1585,7 @@ fn repeated_connect_allows_are_counted_not_repeated() {
     assert_eq!((other.count, other.window), (1, true));
     let mut sweep = AllowSweep::default();
     sweep.note(&first);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let swept = loop {
-        let now = boot_now_ns().expect("boot clock");
-        let swept = sweep.sweep(&mut fx.tp, now).expect("sweep");
-        if let Some(ev) = swept.into_iter().find(to(pa)) {
-            break ev;
-        }
-        assert!(std::time::Instant::now() < deadline, "no aggregated event");
-        // Polling for the end of the window (a time contract, not a synchronisation).
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let swept = swept_event(&mut fx, &mut sweep, &to(pa));
     assert_eq!((swept.count, swept.window), (19, false), "{swept:?}");
     assert_eq!(sweep.lost, 0);
 }
