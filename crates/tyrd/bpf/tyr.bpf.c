@@ -1384,19 +1384,13 @@ static __always_inline void decide_file(struct decide *d, const struct tyr_proc 
 	bpf_map_update_elem(&tyr_vcache, &ks->v, v, BPF_ANY);
 }
 
-#define PTRACE_ATTACH 16
-#define PTRACE_SEIZE 0x4206
-
-/* A governed caller (or a doomed one) acting on process `target` (ptrace attach, another
- * process's memory or environment): allowed only when the target is governed with the
- * caller's identity (agent type and binary mask), as a debugger's own child is. Any other
- * process could be made to do what the caller may not (read a protected file, connect), or
- * holds its secrets, so the caller is killed (before a syscall acts: a pending SIGKILL
- * aborts the attach and the memory access; at an open's exit, before it uses the fd) and a
- * deny of action FILE_WRITE (FILE_READ when `write` is 0) is reported, op and target set;
- * returns 1 then. A caller in a child pid namespace passes pids this map does not key:
- * denied. Not inlined: its frame stays off the deepest chain. */
-static __noinline int process_access(__u32 target, __u32 op, __u32 write)
+/* Kills a governed caller (or one already doomed) and reports a deny of `action` without a
+ * path; returns 1 then, 0 for a caller the tables do not govern. Its uses: io_uring (flags
+ * TYR_EVENT_IO_URING), whose opens, reads and connects never pass the syscall hooks; a
+ * syscall this tier cannot decide (TYR_EVENT_FAIL_CLOSED); an access to process `target`
+ * (op TYR_OP_*, see process_access). Not inlined: its frame stays off the syscall
+ * programs' deepest call chain (512 bytes in all). */
+static __noinline int kill_governed(__u32 flags, __u32 action, __u32 op, __u32 target)
 {
 	__u32 slot;
 	struct tyr_config *cfg = active_config(&slot);
@@ -1404,30 +1398,50 @@ static __noinline int process_access(__u32 target, __u32 op, __u32 write)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
-	struct decide d = {.action = write ? TYR_ACTION_FILE_WRITE : TYR_ACTION_FILE_READ,
-			   .verdict = TYR_VERDICT_DENY,
-			   .rule = NO_RULE};
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (proc) {
-		struct tyr_proc *t = bpf_map_lookup_elem(&tyr_procs, &target);
-		if (t && t->agent_type_id == proc->agent_type_id &&
-		    t->binary_mask == proc->binary_mask && task->thread_pid->level == 0)
-			return 0;
+	struct decide d = {.action = action, .verdict = TYR_VERDICT_DENY, .rule = NO_RULE,
+			   .fail = !!(flags & TYR_EVENT_FAIL_CLOSED)};
+	if (proc)
 		d.agent = proc->agent_type_id;
-	} else if (doomed(tgid)) {
+	else if (doomed(tgid))
 		doomed_decision(&d);
-	} else {
+	else
 		return 0;
-	}
 	bpf_send_signal(SIGKILL);
-	struct tyr_event *ev = event_head(&d, proc, 0, TYR_ENFORCED_KILLED, cfg->generation);
+	struct tyr_event *ev = event_head(&d, proc, flags & ~TYR_EVENT_FAIL_CLOSED,
+					  TYR_ENFORCED_KILLED, cfg->generation);
 	if (!ev)
 		return 1;
+	struct task_struct *task = bpf_get_current_task_btf();
 	ev->ppid = task->real_parent->tgid;
 	ev->op = op;
 	ev->target = target;
 	event_send(ev, 0);
 	return 1;
+}
+
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+/* A governed caller acting on process `target` (ptrace attach, another process's memory or
+ * environment, op TYR_OP_*): allowed only when the target is governed with the caller's
+ * identity (agent type and binary mask), as a debugger's own child is. Any other process
+ * could be made to do what the caller may not (read a protected file, connect), or holds
+ * its secrets: the caller is killed (before a syscall acts: a pending SIGKILL aborts the
+ * attach and the memory access; at an open's exit, before it uses the fd) and a deny of
+ * FILE_WRITE (FILE_READ when `write` is 0) reported; returns 1 then. A caller in a child
+ * pid namespace passes pids this map does not key: denied. */
+static __always_inline int process_access(__u32 target, __u32 op, __u32 write)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
+	if (proc) {
+		struct tyr_proc *t = bpf_map_lookup_elem(&tyr_procs, &target);
+		struct task_struct *task = bpf_get_current_task_btf();
+		if (t && t->agent_type_id == proc->agent_type_id &&
+		    t->binary_mask == proc->binary_mask && task->thread_pid->level == 0)
+			return 0;
+	}
+	return kill_governed(0, write ? TYR_ACTION_FILE_WRITE : TYR_ACTION_FILE_READ, op, target);
 }
 
 #define PROC_SUPER_MAGIC 0x9fa0
@@ -1801,31 +1815,6 @@ static __always_inline int enter_rename(__s32 odfd, __u64 old, __s32 ndfd, __u64
 	return 0;
 }
 
-/* Kills a governed caller (or one already doomed) and reports a FILE_READ deny without a
- * path: io_uring (flags TYR_EVENT_IO_URING), whose opens, reads and connects never pass the
- * syscall hooks, or a syscall this tier cannot decide (TYR_EVENT_FAIL_CLOSED). Not inlined:
- * its frame stays off the syscall programs' deepest call chain (512 bytes in all). */
-static __noinline int deny_governed(__u32 flags)
-{
-	__u32 slot;
-	struct tyr_config *cfg = active_config(&slot);
-	if (!cfg || cfg->nlayers == 0)
-		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct tyr_proc *proc = bpf_map_lookup_elem(&tyr_procs, &tgid);
-	struct decide d = {.action = TYR_ACTION_FILE_READ, .verdict = TYR_VERDICT_DENY,
-			   .rule = NO_RULE, .fail = !!(flags & TYR_EVENT_FAIL_CLOSED)};
-	if (proc)
-		d.agent = proc->agent_type_id;
-	else if (doomed(tgid))
-		doomed_decision(&d);
-	else
-		return 0;
-	bpf_send_signal(SIGKILL);
-	emit(&d, proc, flags & ~TYR_EVENT_FAIL_CLOSED, TYR_ENFORCED_KILLED, 0, cfg->generation);
-	return 0;
-}
-
 /* ---- namespace generation: renames and mount changes make cached verdicts stale ---- */
 
 static __always_inline int ns_bump(void)
@@ -2100,9 +2089,9 @@ int tyr_sys_enter(__u64 *ctx)
 		/* io_uring opens, reads and connects never pass the syscall hooks: governed
 		 * processes may not set up or drive a ring (one inherited from an ungoverned
 		 * parent included). */
-		return deny_governed(TYR_EVENT_IO_URING);
+		return kill_governed(TYR_EVENT_IO_URING, TYR_ACTION_FILE_READ, 0, 0);
 	case CALL_UNDECIDABLE:
-		return deny_governed(TYR_EVENT_FAIL_CLOSED);
+		return kill_governed(TYR_EVENT_FAIL_CLOSED, TYR_ACTION_FILE_READ, 0, 0);
 	case CALL_PTRACE: {
 		__u64 request = ARG(0);
 		if (request == PTRACE_ATTACH || request == PTRACE_SEIZE)

@@ -643,6 +643,16 @@ fn reloaded_tables_take_effect() {
 /// A bpffs directory of pins, removed on drop (which detaches the pinned programs).
 struct Pins(PathBuf);
 
+impl Pins {
+    /// `/sys/fs/bpf/tyr-test-TAG-PID`, this test's own pin directory.
+    fn new(tag: &str) -> Self {
+        Pins(PathBuf::from(format!(
+            "/sys/fs/bpf/tyr-test-{tag}-{}",
+            std::process::id()
+        )))
+    }
+}
+
 impl Drop for Pins {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -662,10 +672,7 @@ fn a_restarted_daemon_adopts_the_pinned_state() {
         ..
     } = fx;
     drop(tp);
-    let pins = Pins(PathBuf::from(format!(
-        "/sys/fs/bpf/tyr-test-{}",
-        std::process::id()
-    )));
+    let pins = Pins::new("restart");
     let mut first = Tracepoints::load_pinned(&pins.0).expect("first daemon");
     first.load_tables(&tables(&root), 1, false).expect("tables");
     let secret = root.join("home/.ssh/id_rsa");
@@ -742,10 +749,7 @@ fn a_pinned_map_of_another_layout_is_replaced() {
         root, agent_id, tp, ..
     } = fx;
     drop(tp);
-    let pins = Pins(PathBuf::from(format!(
-        "/sys/fs/bpf/tyr-test-layout-{}",
-        std::process::id()
-    )));
+    let pins = Pins::new("layout");
     let mut first = Tracepoints::load_pinned(&pins.0).expect("first daemon");
     let proc = TyrProc {
         agent_type_id: agent_id,
@@ -792,10 +796,7 @@ fn a_pinned_map_of_another_layout_is_replaced() {
 fn links_of_an_earlier_build_are_detached() {
     let Some((_g, fx)) = setup() else { return };
     drop(fx);
-    let pins = Pins(PathBuf::from(format!(
-        "/sys/fs/bpf/tyr-test-stale-{}",
-        std::process::id()
-    )));
+    let pins = Pins::new("stale");
     let first = Tracepoints::load_pinned(&pins.0).expect("first daemon");
     drop(first);
     let links = pins.0.join("links");

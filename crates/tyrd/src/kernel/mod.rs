@@ -6,10 +6,13 @@
 //! (`tp_btf/sys_enter`, `tp_btf/sys_exit`, every syscall, native and 32-bit) decide opens on
 //! the file opened at exit, and at entry decide `O_CREAT`/`O_TRUNC` opens, links and renames
 //! on the path string (a denied syscall is made to fail before the kill), kill governed
-//! processes at io_uring calls (io_uring bypasses the syscall hooks), and count renames and
-//! mount changes (stale cached decisions); `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2
-//! root) return `EPERM` on deny. Decisions of file opens are cached (`tyr_vcache`, see
-//! `bpf/tyr_maps.h`). Dropping it detaches every program not pinned.
+//! processes at io_uring calls (io_uring bypasses the syscall hooks) and when they attach to,
+//! or reach the memory or environment of, a process of another identity (`ptrace`,
+//! `process_vm_*`, `/proc/PID/mem|environ`), and count renames and mount changes (stale
+//! cached decisions); `cgroup/{connect,sendmsg}{4,6}` (on the cgroup v2 root) return `EPERM`
+//! on deny. Decisions of file opens are cached (`tyr_vcache`, see `bpf/tyr_maps.h`); an
+//! agent's repeated allows (opens, execs, connects) are reported once per window
+//! ([`allows`]). Dropping it detaches every program not pinned.
 //!
 //! [`Enforcement`] picks the tier: the LSM programs of [`lsm`] over the tracepoint tier when
 //! the kernel runs them, else the tracepoint tier alone, with the reason.

@@ -10,14 +10,10 @@ use aya::maps::MapInfo;
 
 use super::{KernelError, MAPS};
 
-/// Removes the pins under `dir` of maps whose type, key or value size, capacity or flags
-/// differ from their definition in `object`; returns their names (each is also logged).
-pub(super) fn drop_incompatible(
-    object: &[u8],
-    dir: &Path,
-) -> Result<Vec<&'static str>, KernelError> {
+/// Removes (and logs) the pins under `dir` of maps whose type, key or value size, capacity
+/// or flags differ from their definition in `object`.
+pub(super) fn drop_incompatible(object: &[u8], dir: &Path) -> Result<(), KernelError> {
     let obj = aya_obj::Object::parse(object).map_err(|e| KernelError::Parse(e.to_string()))?;
-    let mut dropped = Vec::new();
     for name in MAPS {
         let path = dir.join(name);
         if !path.exists() {
@@ -51,7 +47,6 @@ pub(super) fn drop_incompatible(
             "a pinned map of another tyrd build has another layout (type, key, value, entries, flags): replaced, its state starts empty"
         );
         std::fs::remove_file(&path)?;
-        dropped.push(name);
     }
-    Ok(dropped)
+    Ok(())
 }
