@@ -42,7 +42,8 @@ esac
 COLS="event_id, daemon_id, seq, discovered_agent_id, agent_type, kind, resource, verdict, enforced,
   severity, policy_version, rule, pid, ppid, uid, process_exe, cmdline, timestamp_ns, ts, count, metadata,
   server_verdict, drift_detected, drift_cause"
-cat > /tmp/pg-ceiling-schema.sql <<SQL
+# Scripts go to psql on its standard input: no file in /tmp for another user to swap.
+psql_ <<SQL
 $table
 $idx
 -- Source rows: n-th event, 1 ms apart, ids sorting in time order like UUIDv7.
@@ -76,7 +77,6 @@ CREATE VIEW srcv AS SELECT $COLS FROM src;
 INSERT INTO events SELECT * FROM srcv WHERE seq <= $PREFILL;
 CHECKPOINT;
 SQL
-psql_ -f /tmp/pg-ceiling-schema.sql
 
 nidx=$(psql_ -Atc "\"SELECT count(*) FROM pg_indexes WHERE tablename = 'events'\"")
 echo "index set $set_, event_id ${EVENT_ID:-text}: $nidx B-trees; shared_buffers $(psql_ -Atc "'SHOW shared_buffers'"), max_wal_size $(psql_ -Atc "'SHOW max_wal_size'"), wal_compression $(psql_ -Atc "'SHOW wal_compression'"); load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -85,7 +85,13 @@ echo "index set $set_, event_id ${EVENT_ID:-text}: $nidx B-trees; shared_buffers
 for i in $(seq 1 "$ROUNDS"); do
   lo=$((PREFILL + (i - 1) * ROWS))
   hi=$((lo + ROWS))
-  cat > /tmp/pg-ceiling-round.sql <<SQL
+  psql_ <<SQL | awk -v n="$ROWS" -v i="$i" -v hz="$(getconf CLK_TCK)" '
+    { v[$1] = $2 }
+    END {
+      w = v["wall1"] - v["wall0"]; c = (v["cpu1"] - v["cpu0"]) / hz
+      printf "round %d: %d rows in %.2f s = %.0f rows/s; server CPU %.2f s = %.1f us/row\n",
+        i, n, w, n / w, c, c * 1e6 / n
+    }'
 SELECT pg_backend_pid() AS pid \gset
 \setenv PG_CEILING_PID :pid
 \! awk '{ print "cpu0", \$14 + \$15 }' /proc/\$PG_CEILING_PID/stat
@@ -94,12 +100,5 @@ INSERT INTO events SELECT * FROM srcv WHERE seq > $lo AND seq <= $hi${CONFLICT- 
 \! date +'wall1 %s.%N'
 \! awk '{ print "cpu1", \$14 + \$15 }' /proc/\$PG_CEILING_PID/stat
 SQL
-  psql_ -f /tmp/pg-ceiling-round.sql | awk -v n="$ROWS" -v i="$i" -v hz="$(getconf CLK_TCK)" '
-    { v[$1] = $2 }
-    END {
-      w = v["wall1"] - v["wall0"]; c = (v["cpu1"] - v["cpu0"]) / hz
-      printf "round %d: %d rows in %.2f s = %.0f rows/s; server CPU %.2f s = %.1f us/row\n",
-        i, n, w, n / w, c, c * 1e6 / n
-    }'
 done
 [ -n "${KEEP:-}" ] || su postgres -c "dropdb $db"

@@ -23,8 +23,7 @@ SETTINGS=(
   "effective_cache_size = '16GB'"
   "maintenance_work_mem = '1GB'"
 )
-KEYS=(shared_buffers wal_buffers max_wal_size min_wal_size checkpoint_timeout
-  checkpoint_completion_target wal_compression effective_cache_size maintenance_work_mem)
+KEYS=("${SETTINGS[@]%% = *}")
 port=$(pg_conftool -s "$ver" "$name" show port)
 sql() { su postgres -c "psql -X -qAt -p $port -c \"$1\""; }
 

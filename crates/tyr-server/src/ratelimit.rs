@@ -19,13 +19,6 @@ pub struct LoginLimiter {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
-impl Default for LoginLimiter {
-    /// A limiter over [`WINDOW`].
-    fn default() -> Self {
-        Self::new(WINDOW)
-    }
-}
-
 impl LoginLimiter {
     /// A limiter allowing [`MAX_FAILURES`] per key within the sliding `window`.
     pub fn new(window: Duration) -> Self {
@@ -99,7 +92,7 @@ mod tests {
 
     #[test]
     fn blocks_after_max_failures_per_key() {
-        let l = LoginLimiter::default();
+        let l = LoginLimiter::new(WINDOW);
         let a = vec!["user:a".to_owned(), "addr:1".to_owned()];
         for _ in 0..MAX_FAILURES {
             assert!(l.check(&a).is_ok());

@@ -7,8 +7,7 @@ mod support;
 use common::{Backend, TestServer, expect_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{daemon, event};
-use tyr_proto::events::{Enforced, Verdict};
+use support::{audit_event, daemon};
 use tyr_server::drift::Tier;
 use tyr_server::fleet::Notice;
 use tyr_server::ingest::{IngestError, ingest};
@@ -110,14 +109,7 @@ async fn daemons_status_and_revocation(backend: Backend) {
         !store.touch_daemon(&fresh, now).await.expect("touch"),
         "no heartbeat after revocation"
     );
-    let batch = vec![event(
-        1,
-        "/tmp/x",
-        Verdict::Allow,
-        Enforced::None,
-        "builtin-audit",
-        1,
-    )];
+    let batch = vec![audit_event(1, "/tmp/x", 1)];
     assert!(matches!(
         ingest(&store, &fleet, &fresh, batch).await,
         Err(IngestError::Revoked(_))

@@ -217,9 +217,9 @@ async fn run(backend: Backend) {
         total: total as u64,
     };
     let mut stored = 0usize;
-    let url = s.db.as_ref().expect("db").url.clone();
+    let db = s.db.as_ref().expect("db");
     if backend == Backend::Postgres {
-        println!("BENCH Postgres config: {}", pg_config(&url).await);
+        println!("BENCH Postgres config: {}", pg_config(&db.url).await);
     }
     println!(
         "BENCH {backend:?} load average before ingest: {}",
@@ -298,24 +298,11 @@ async fn run(backend: Backend) {
 
     // Planner statistics, as autovacuum (PostgreSQL) or `ANALYZE` (SQLite) keep them.
     let started = Instant::now();
-    match backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
-            sqlx::query("ANALYZE")
-                .execute(&pool)
-                .await
-                .expect("analyze");
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-            sqlx::query("ANALYZE events")
-                .execute(&pool)
-                .await
-                .expect("analyze");
-            pool.close().await;
-        }
-    }
+    db.execute(match backend {
+        Backend::Sqlite => "ANALYZE",
+        Backend::Postgres => "ANALYZE events",
+    })
+    .await;
     println!(
         "BENCH {backend:?} ANALYZE in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Backend, TestServer, expect_error};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{apply, assign, daemon, event, policy};
+use support::{apply, assign, audit_event, daemon, event, policy};
 use tyr_proto::events::{Enforced, Verdict};
 use tyr_server::drift::Tier;
 use tyr_server::ingest::ingest;
@@ -46,16 +46,7 @@ async fn ingest_is_idempotent(backend: Backend) {
     let d = daemon(&store, "host-a", Tier::Lsm).await;
     let t = now();
     let batch: Vec<_> = (1..=5)
-        .map(|seq| {
-            event(
-                seq,
-                &format!("/tmp/f{seq}"),
-                Verdict::Allow,
-                Enforced::None,
-                "builtin-audit",
-                t,
-            )
-        })
+        .map(|seq| audit_event(seq, &format!("/tmp/f{seq}"), t))
         .collect();
     assert_eq!(
         ingest(&store, &fleet, &d, batch.clone())
@@ -71,14 +62,7 @@ async fn ingest_is_idempotent(backend: Backend) {
     );
     // An overlapping resend with new events stores only the new ones.
     let mut more = batch[3..].to_vec();
-    more.push(event(
-        6,
-        "/tmp/f6",
-        Verdict::Allow,
-        Enforced::None,
-        "builtin-audit",
-        t,
-    ));
+    more.push(audit_event(6, "/tmp/f6", t));
     assert_eq!(ingest(&store, &fleet, &d, more).await.expect("overlap"), 6);
     let page = get_json(&s, &admin, "/api/v1/events?limit=1000").await;
     let seqs: Vec<i64> = page["events"]
@@ -101,14 +85,7 @@ async fn ingest_is_idempotent(backend: Backend) {
 
     // Refused: unknown daemon. Invalid events are acknowledged but not stored.
     assert!(ingest(&store, &fleet, "nope", batch.clone()).await.is_err());
-    let mut invalid = event(
-        7,
-        "/tmp/x",
-        Verdict::Allow,
-        Enforced::None,
-        "builtin-audit",
-        t,
-    );
+    let mut invalid = audit_event(7, "/tmp/x", t);
     invalid.kind = 0;
     assert_eq!(
         ingest(&store, &fleet, &d, vec![invalid])
@@ -122,39 +99,11 @@ async fn ingest_is_idempotent(backend: Backend) {
     // Within one batch, a repeated seq and a repeated event_id are stored once: the first
     // event holding a key claims it (on PostgreSQL the plain insert fails on the unique
     // index, and the batch is stored again skipping them).
-    let first = event(
-        8,
-        "/tmp/f8",
-        Verdict::Allow,
-        Enforced::None,
-        "builtin-audit",
-        t,
-    );
-    let same_seq = event(
-        8,
-        "/tmp/f8-twin",
-        Verdict::Allow,
-        Enforced::None,
-        "builtin-audit",
-        t,
-    );
-    let mut same_id = event(
-        9,
-        "/tmp/f9",
-        Verdict::Allow,
-        Enforced::None,
-        "builtin-audit",
-        t,
-    );
+    let first = audit_event(8, "/tmp/f8", t);
+    let same_seq = audit_event(8, "/tmp/f8-twin", t);
+    let mut same_id = audit_event(9, "/tmp/f9", t);
     same_id.event_id = first.event_id.clone();
-    let fresh = event(
-        10,
-        "/tmp/f10",
-        Verdict::Allow,
-        Enforced::None,
-        "builtin-audit",
-        t,
-    );
+    let fresh = audit_event(10, "/tmp/f10", t);
     assert_eq!(
         ingest(&store, &fleet, &d, vec![first, same_seq, same_id, fresh])
             .await
@@ -513,14 +462,7 @@ async fn sse_delivers_and_reports_drops(backend: Backend) {
         .expect("slow stream");
     let t = now();
     let batch = vec![
-        event(
-            1,
-            "/tmp/allowed",
-            Verdict::Allow,
-            Enforced::None,
-            "builtin-audit",
-            t,
-        ),
+        audit_event(1, "/tmp/allowed", t),
         event(
             2,
             "/tmp/denied",
@@ -543,14 +485,7 @@ async fn sse_delivers_and_reports_drops(backend: Backend) {
         for _ in 0..12 {
             let batch: Vec<_> = (0..100)
                 .map(|_| {
-                    let mut e = event(
-                        seq,
-                        "/tmp/bulk",
-                        Verdict::Allow,
-                        Enforced::None,
-                        "builtin-audit",
-                        t,
-                    );
+                    let mut e = audit_event(seq, "/tmp/bulk", t);
                     e.cmdline = filler.clone();
                     seq += 1;
                     e
@@ -614,14 +549,7 @@ async fn retention_deletes_old_events(backend: Backend) {
             "builtin-audit",
             t - 29 * day,
         ),
-        event(
-            4,
-            "/new/2",
-            Verdict::Allow,
-            Enforced::None,
-            "builtin-audit",
-            t,
-        ),
+        audit_event(4, "/new/2", t),
     ];
     ingest(&store, &fleet, &d, batch).await.expect("ingest");
     let deleted = tyr_server::retention::purge(&store, 30, now_ms())
@@ -677,33 +605,14 @@ async fn corrupt_metadata_is_shown_not_hidden(backend: Backend) {
     let t = now();
     let batch: Vec<_> = (1..=2)
         .map(|seq| {
-            let mut e = event(
-                seq,
-                "/tmp/m",
-                Verdict::Allow,
-                Enforced::None,
-                "builtin-audit",
-                t,
-            );
+            let mut e = audit_event(seq, "/tmp/m", t);
             e.metadata.insert("policy".into(), "base".into());
             e
         })
         .collect();
     ingest(&store, &fleet, &d, batch).await.expect("ingest");
     const DAMAGE: &str = "UPDATE events SET metadata = '{\"policy\": \"ba' WHERE seq = 1";
-    let url = s.db.as_ref().expect("db").url.clone();
-    match backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&url).await.expect("open db");
-            sqlx::query(DAMAGE).execute(&pool).await.expect("damage");
-            pool.close().await;
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&url).await.expect("open db");
-            sqlx::query(DAMAGE).execute(&pool).await.expect("damage");
-            pool.close().await;
-        }
-    }
+    s.db.as_ref().expect("db").execute(DAMAGE).await;
     let page = get_json(&s, &admin, "/api/v1/events").await;
     let by_seq = |seq: i64| {
         page["events"]

@@ -522,6 +522,11 @@ impl Store {
             Db::Postgres(p) => {
                 match in_tx!(p, |tx| insert_postgres(&mut tx, events, false)).await {
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        tracing::debug!(
+                            events = events.len(),
+                            constraint = e.constraint(),
+                            "event batch holds stored events: inserting it again, skipping them"
+                        );
                         in_tx!(p, |tx| insert_postgres(&mut tx, events, true)).await?
                     }
                     r => r?,

@@ -77,6 +77,20 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` on the database directly, behind the server's back (to damage a row, or
+    /// `ANALYZE`).
+    pub async fn execute(&self, sql: &'static str) {
+        if self.pg.is_some() {
+            let pool = sqlx::PgPool::connect(&self.url).await.expect("open db");
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.expect("open db");
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+            pool.close().await;
+        }
+    }
+
     /// Drops the PostgreSQL database. Clean-up only: a failure is reported, not fatal (FORCE
     /// cannot terminate a backend of another role, such as an autovacuum worker, and then
     /// PostgreSQL refuses the drop; the database is left behind as `tyr_test_*`).
@@ -183,12 +197,12 @@ impl TestServer {
         self.running.as_ref().expect("running").store.clone()
     }
 
-    /// The running server's live state (event feed, notices, metrics).
     /// The agent plane's (gRPC) address.
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
         self.running.as_ref().expect("running").grpc_addr
     }
 
+    /// The running server's live state (event feed, notices, metrics).
     pub fn running_fleet(&self) -> std::sync::Arc<tyr_server::fleet::Fleet> {
         self.running.as_ref().expect("running").fleet.clone()
     }

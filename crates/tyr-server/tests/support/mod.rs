@@ -88,6 +88,18 @@ pub async fn daemon(store: &Store, name: &str, tier: Tier) -> String {
     id
 }
 
+/// An allowed, unenforced [`event`] under the built-in audit policy.
+pub fn audit_event(seq: u64, resource: &str, ts_ms: u64) -> Event {
+    event(
+        seq,
+        resource,
+        Verdict::Allow,
+        Enforced::None,
+        "builtin-audit",
+        ts_ms,
+    )
+}
+
 /// A file-read event of `resource` with the daemon's `verdict`, decided under
 /// `policy_version`, at `ts_ms`.
 pub fn event(
